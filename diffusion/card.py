@@ -1,0 +1,82 @@
+"""Model cards: the README.md that makes a model folder understandable on its own (and on the Hub).
+
+Built from the folder's config.json (model, schedule, labels, training recipe, data credit) and,
+when present, eval.json as written by ``python -m diffusion.evaluate MODEL --json``.
+Refresh a card after evaluating with ``python -m diffusion.card MODEL_FOLDER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def _metrics_section(metrics: dict) -> str:
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+        if not isinstance(v, (dict, list))
+    )
+    return f"## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n"
+
+
+def render_card(config: dict, metrics: dict | None = None, name: str = "model") -> str:
+    """The card's Markdown text."""
+    training = config.get("training", {})
+    model, schedule = config["model"], config["schedule"]
+    sampling = config.get("sampling", {})
+    recipe = training.get("recipe", {})
+    front = "---\nlicense: cc-by-4.0\nlibrary_name: sprite-diffusion\ntags:\n- diffusion\n"
+    front += "- pixel-art\n- class-conditional\n---\n\n"
+    parts = [
+        f"{front}# {name}\n",
+        f"A class-conditioned ContextUnet that draws {model['resolution']}x{model['resolution']} "
+        f"pixel-art sprites, trained with Sprite Diffusion Studio.\n",
+        f"Labels: {', '.join(config['labels'])}.\n",
+        "![samples](samples.png)\n",
+        "## Use\n\n```python\nfrom diffusion import SpritePipeline\n\n"
+        f'pipe = SpritePipeline.from_pretrained("{name}")\n'
+        f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (16, H, W, 3)\n'
+        "```\n",
+        f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
+        f"guidance {sampling.get('guidance')}.\n",
+        "## Model and training\n",
+        f"- network: ContextUnet, channels {model['channels']}, "
+        f"{model['blocks_per_level']} residual block(s) per level\n"
+        f"- schedule: {schedule}\n"
+        f"- data: `{training.get('data', {}).get('source', '?')}` "
+        f"{training.get('data', {}).get('counts', '')}\n"
+        f"- trained {training.get('epochs_done', '?')} epochs / {training.get('steps_done', '?')} "
+        f"steps in {training.get('train_minutes', '?')} minutes on {training.get('device', '?')}\n"
+        f"- recipe: {json.dumps(recipe)}\n",
+    ]
+    if metrics:
+        parts.append(_metrics_section(metrics))
+        if command := metrics.get("command"):
+            parts.append(f"Measured with `{command}`.\n")
+    if credit := training.get("credit"):
+        parts.append("## Training data credit\n\n" + credit.replace("## ", "### ") + "\n")
+    return "\n".join(parts)
+
+
+def write_model_card(folder: str | os.PathLike) -> Path:
+    """(Re)write folder/README.md from its config.json and optional eval.json."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    eval_path = folder / "eval.json"
+    metrics = json.loads(eval_path.read_text()) if eval_path.is_file() else None
+    path = folder / "README.md"
+    path.write_text(render_card(config, metrics, name=folder.name))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m diffusion.card", description=__doc__.split("\n")[0])
+    p.add_argument("folder", type=Path)
+    print(write_model_card(p.parse_args(argv).folder))
+
+
+if __name__ == "__main__":
+    main()

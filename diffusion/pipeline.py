@@ -1,0 +1,248 @@
+"""SpritePipeline: a trained noise model + its schedule + label names = sprites on demand.
+
+The pipeline owns everything between the model and the pixels: the device, seeds, turning a
+context into label weights, classifier-free guidance, the view changes between the model's
+variance-preserving inputs and the samplers' sigma view, and frames for streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from .device import configure_cpu_threads, default_device
+from .hub import resolve_model_dir
+from .model import ContextUnet, UnetConfig
+from .render import to_uint8
+from .samplers import SAMPLERS
+from .schedules import Schedule
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "sprites16"
+FORMAT = "sprite-diffusion/1"
+Context = str | int | Mapping[str, float] | Sequence[float] | np.ndarray | Tensor | None
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One denoising step, ready to show: uint8 (n, H, W, 3) images."""
+
+    step: int  # 1-based
+    total: int
+    t: float  # timestep of ``x`` after this step; 0 at the end
+    x: np.ndarray  # the noisy state
+    x0: np.ndarray  # the model's current guess of the clean sprite
+    seed: int
+
+
+class SpritePipeline:
+    """Generate sprites with any eps-model ``model(x, t, context) -> eps`` and a Schedule."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        schedule: Schedule,
+        labels: Sequence[str],
+        *,
+        device: str | torch.device | None = None,
+        resolution: int | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cpu":
+            configure_cpu_threads()
+        self.model = model.to(self.device).eval()
+        self.schedule = schedule
+        self.labels = list(labels)
+        config = getattr(model, "config", None)
+        self.resolution = resolution or getattr(config, "resolution", 16)
+        self.channels = getattr(config, "in_channels", 3)
+        self.defaults = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 1.0, "spacing": "uniform"}
+        self.defaults.update(defaults or {})
+
+    @property
+    def samplers(self) -> list[str]:
+        return list(SAMPLERS)
+
+    # -- loading and saving -------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike | None = None, *, device: str | None = None
+    ) -> SpritePipeline:
+        """Load a model folder (config.json + model.safetensors) or a Hub model repo id."""
+        folder = resolve_model_dir(DEFAULT_MODEL if name_or_path is None else name_or_path)
+        config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{folder} is not a model folder: {path.name} is missing")
+        config = json.loads(config_path.read_text())
+        if config.get("format") != FORMAT:
+            raise ValueError(f"{config_path}: not a {FORMAT} config ({config.get('format')=})")
+        model = ContextUnet(UnetConfig(**config["model"]))
+        safetensors.torch.load_model(model, weights_path, device="cpu")
+        pipe = cls(
+            model,
+            Schedule.from_config(config["schedule"]),
+            config["labels"],
+            device=device,
+            defaults=config.get("sampling"),
+        )
+        pipe.config = config
+        return pipe
+
+    def save_pretrained(self, folder: str | os.PathLike, extra: Mapping[str, Any] | None = None):
+        """Write config.json and model.safetensors; ``extra`` adds sections (e.g. training)."""
+        if not isinstance(self.model, ContextUnet):
+            raise TypeError("only a ContextUnet can be saved")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": FORMAT,
+            "model": self.model.config.to_dict(),
+            "schedule": self.schedule.to_config(),
+            "labels": self.labels,
+            "sampling": self.defaults,
+            **(extra or {}),
+        }
+        _atomic_write(folder / "config.json", json.dumps(config, indent=2).encode())
+        tmp = folder / "model.safetensors.tmp"
+        safetensors.torch.save_model(self.model, tmp)
+        os.replace(tmp, folder / "model.safetensors")
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def encode_context(self, context: Context, n: int) -> Tensor:
+        """Any accepted context -> (n, K) label weights on the pipeline's device."""
+        k = len(self.labels)
+        if context is None:
+            w = torch.zeros(k)
+        elif isinstance(context, str):
+            if context not in self.labels:
+                raise ValueError(f"unknown label {context!r}; choose from {self.labels}")
+            w = torch.nn.functional.one_hot(torch.tensor(self.labels.index(context)), k).float()
+        elif isinstance(context, (int, np.integer)) and not isinstance(context, bool):
+            if not 0 <= context < k:
+                raise ValueError(f"label index {context} out of range 0..{k - 1}")
+            w = torch.nn.functional.one_hot(torch.tensor(int(context)), k).float()
+        elif isinstance(context, Mapping):
+            unknown = set(context) - set(self.labels)
+            if unknown:
+                raise ValueError(f"unknown labels {sorted(unknown)}; choose from {self.labels}")
+            w = torch.tensor([float(context.get(name, 0.0)) for name in self.labels])
+        else:
+            w = torch.as_tensor(np.asarray(context, dtype=np.float32))
+            if w.shape not in ((k,), (n, k)):
+                raise ValueError(f"context weights must have shape ({k},) or ({n}, {k})")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("label weights must be finite and non-negative")
+        return w.float().expand(n, k).to(self.device)
+
+    def _check(self, sampler: str, steps: int, guidance: float, eta: float | None, n: int):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose from {self.samplers}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+            raise ValueError(f"steps must be an integer, got {steps!r}")
+        if not 1 <= steps <= self.schedule.T:
+            raise ValueError(f"steps must be between 1 and {self.schedule.T}, got {steps}")
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+        if not 1 <= n <= 1024:
+            raise ValueError(f"n must be between 1 and 1024, got {n}")
+        if eta is not None:
+            if not (math.isfinite(eta) and 0 <= eta <= 1):
+                raise ValueError(f"eta must lie in [0, 1], got {eta}")
+            if eta != 0 and not SAMPLERS[sampler].uses_eta:
+                raise ValueError(f"sampler {sampler!r} takes no eta")
+
+    def _denoiser(self, context: Tensor, guidance: float, sigmas: Tensor):
+        """eps(x, sigma) in the sigma view, with batched classifier-free guidance."""
+        guided = guidance != 1 and bool(context.any())
+        if guided:
+            context = torch.cat([context, torch.zeros_like(context)])
+        # Samplers evaluate at the listed sigmas: look their timesteps up instead of inverting.
+        timestep = dict(
+            zip(sigmas.float().tolist(), self.schedule.t_from_sigma(sigmas).tolist(), strict=True)
+        )
+
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            model_in = x / (1 + sigma**2).sqrt()
+            if guided:
+                model_in = torch.cat([model_in, model_in])
+            s = float(sigma)
+            t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
+            t = torch.full((len(model_in),), t, device=self.device)
+            eps = self.model(model_in, t, context).float()
+            if guided:
+                cond, uncond = eps.chunk(2)
+                eps = uncond + guidance * (cond - uncond)
+            return eps
+
+        return denoise
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        context: Context = None,
+        n: int = 1,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        eta: float | None = None,
+        spacing: str | None = None,
+    ) -> Iterator[Frame]:
+        """Yield a Frame after every step. Unset options take the model's defaults.
+
+        The same seed gives the same pixels: all noise comes from a CPU generator, so a seed
+        means the same on every device. ``seed=None`` draws one (see ``Frame.seed``).
+        """
+        sampler = sampler or self.defaults["sampler"]
+        steps = steps if steps is not None else self.defaults["steps"]
+        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
+        self._check(sampler, steps, guidance, eta, n)
+        seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        spec = SAMPLERS[sampler]
+        options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
+
+        ctx = self.encode_context(context, n)
+        sigmas = self.schedule.sigmas(steps, spacing or self.defaults["spacing"])
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+
+        def noise(shape: torch.Size) -> Tensor:
+            return torch.randn(shape, generator=generator).to(self.device)
+
+        # Start from x_T ~ N(0, I) in the model's view, i.e. sqrt(1 + sigma^2) in the sigma view.
+        shape = (n, self.channels, self.resolution, self.resolution)
+        x = noise(torch.Size(shape)) * math.sqrt(1 + float(sigmas[0]) ** 2)
+        sig = sigmas.float().to(self.device)
+        ts = self.schedule.t_from_sigma(sigmas).tolist()
+        steps_iter = spec.fn(self._denoiser(ctx, guidance, sigmas), x, sig, noise, **options)
+        for i, (x, x0) in enumerate(steps_iter, start=1):
+            vp = x / (1 + sig[i] ** 2).sqrt()
+            yield Frame(i, steps, ts[i], to_uint8(vp), to_uint8(x0), int(seed))
+
+    def generate(self, context: Context = None, n: int = 1, **options: Any) -> np.ndarray:
+        """Sample ``n`` sprites: uint8 (n, H, W, 3). Options as for :meth:`stream`."""
+        *_, last = self.stream(context, n, **options)
+        return last.x  # the last step lands on t = 0: the clean sprite
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,265 @@
+"""Tests for diffusion.evaluate: Frechet distance, near copies, the classifier, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
+from diffusion.data import SpriteDataset, load_dataset
+from diffusion.evaluate import (
+    COPY_MAX_SHARE,
+    balanced_indices,
+    evaluate,
+    format_report,
+    frechet_distance,
+    load_or_train_classifier,
+    main,
+    near_copies,
+    train_classifier,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LABELS = ["red", "blue", "green"]
+
+
+# --- Frechet distance ------------------------------------------------------------------------
+
+
+def gaussian_sample(mean: np.ndarray, cov: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n points whose sample mean and (n-1)-normalised covariance are exactly mean and cov."""
+    z = np.random.default_rng(seed).standard_normal((n, len(mean)))
+    z -= z.mean(0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z.T))).T  # sample covariance = identity
+    return mean + z @ np.linalg.cholesky(cov).T
+
+
+def test_frechet_matches_closed_form_for_diagonal_gaussians() -> None:
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
+    sd1, sd2 = np.array([1.0, 2.0, 0.5]), np.array([3.0, 0.5, 0.5])
+    x = gaussian_sample(mu1, np.diag(sd1**2), 500, seed=0)
+    y = gaussian_sample(mu2, np.diag(sd2**2), 300, seed=1)
+    # For diagonal covariances tr(S1 + S2 - 2 (S1 S2)^1/2) = sum (sd1 - sd2)^2.
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((sd1 - sd2) ** 2)
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(y, x) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_matches_closed_form_for_correlated_gaussians() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    cov1, cov2 = a @ a.T + 0.1 * np.eye(4), b @ b.T + 0.1 * np.eye(4)
+    mu1, mu2 = rng.standard_normal(4), rng.standard_normal(4)
+    # S1 S2 is similar to a PSD matrix, so tr((S1 S2)^1/2) is the sum of its eigenvalue roots.
+    cross = np.sqrt(np.linalg.eigvals(cov1 @ cov2).real).sum()
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * cross
+    x, y = gaussian_sample(mu1, cov1, 200, 3), gaussian_sample(mu2, cov2, 200, 4)
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_of_identical_and_shifted_sets() -> None:
+    x = np.random.default_rng(0).standard_normal((300, 16))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    shift = np.arange(16) / 4
+    # Shifting one set only moves its mean.
+    assert frechet_distance(x, x + shift) == pytest.approx(np.sum(shift**2), rel=1e-9)
+    assert frechet_distance(torch.from_numpy(x), x + shift) == pytest.approx(np.sum(shift**2))
+
+
+def test_frechet_rejects_mismatched_features() -> None:
+    with pytest.raises(ValueError, match="feature sets"):
+        frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+
+
+# --- near copies -----------------------------------------------------------------------------
+
+
+def test_near_copies() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    max_changed = int(COPY_MAX_SHARE * 16 * 16)  # 12 pixels of 256
+
+    def changed(img: np.ndarray, n_pixels: int) -> np.ndarray:
+        out = img.copy().reshape(-1, 3)
+        out[:n_pixels] = 255 - out[:n_pixels] // 2 - 64  # every channel moves far (>= 64)
+        return out.reshape(img.shape)
+
+    faint = np.clip(reference[3].astype(int) + rng.integers(-20, 21, (16, 16, 3)), 0, 255)
+    candidates = np.stack(
+        [
+            reference[0],  # exact copy
+            reference[1][:, ::-1],  # mirror image
+            faint.astype(np.uint8),  # every pixel off by at most 20
+            changed(reference[4], max_changed),  # at the limit
+            changed(reference[5], max_changed + 1),  # just past it
+            rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),  # noise
+            np.full((16, 16, 3), 255, np.uint8),  # blank
+        ]
+    )
+    np.testing.assert_array_equal(
+        near_copies(candidates, reference), [True, True, True, True, False, False, False]
+    )
+
+
+def test_near_copies_rejects_other_sizes() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        near_copies(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 16, 16, 3), np.uint8))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_balanced_indices() -> None:
+    labels = np.array([0] * 10 + [1] * 2 + [2] * 5)
+    idx = balanced_indices(labels, 4, 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(labels[idx], [0] * 4 + [1] * 4 + [2] * 4)
+    assert len(set(idx[:4])) == 4  # enough examples: drawn without replacement
+    assert set(idx[4:8]) <= {10, 11}  # too few: drawn with replacement
+    with pytest.raises(ValueError, match="label 2 has no examples"):
+        balanced_indices(labels[:12], 4, 3, np.random.default_rng(0))
+
+
+# --- the classifier --------------------------------------------------------------------------
+
+
+def test_classifier_learns_dawnlike16() -> None:
+    folder = SHARED_DATA / "dawnlike16"
+    if not folder.is_dir():
+        pytest.skip(f"shared dataset {folder} is not available")
+    train, held = load_dataset(folder).split(holdout=0.2, seed=0)
+    # Fewer epochs than the real classifier (12) to keep the test short; it still learns.
+    model = train_classifier(train, epochs=3)
+    _, pred = model.embed(held.images)
+    per_label = [np.mean(pred[held.labels == k] == k) for k in range(held.num_labels)]
+    assert np.mean(per_label) > 0.6, per_label  # chance is 1/6
+
+
+# --- evaluate on a tiny synthetic dataset and model ------------------------------------------
+
+
+def synthetic_sprites(n_per_label: int = 40, seed: int = 0) -> SpriteDataset:
+    """8x8 sprites on white: a red square, a blue bar or a green cross at random places."""
+    rng = np.random.default_rng(seed)
+    images = np.full((3 * n_per_label, 8, 8, 3), 255, np.uint8)
+    colours = np.array([[200, 30, 30], [30, 30, 200], [30, 160, 30]], np.uint8)
+    for i in range(len(images)):
+        label, (r, c) = i // n_per_label, rng.integers(1, 5, 2)
+        shade = colours[label] + rng.integers(0, 40, 3).astype(np.uint8)
+        if label == 0:
+            images[i, r : r + 3, c : c + 3] = shade
+        elif label == 1:
+            images[i, r, 1:7] = shade
+        else:
+            images[i, r : r + 3, c + 1] = shade
+            images[i, r + 1, c : c + 3] = shade
+    labels = np.repeat(np.arange(3), n_per_label)
+    return SpriteDataset(images, labels, list(LABELS), "synthetic")
+
+
+def tiny_pipeline(labels: list[str] = LABELS) -> SpritePipeline:
+    """An untrained 8x8 model: its samples are noise, whatever the label."""
+    torch.manual_seed(0)
+    config = UnetConfig(num_labels=len(labels), resolution=8, channels=(8, 16), emb_dim=16, T=50)
+    return SpritePipeline(ContextUnet(config), Schedule.linear(T=50), labels, device="cpu")
+
+
+def test_evaluate_random_model(tmp_path: Path) -> None:
+    data = synthetic_sprites()
+    report = evaluate(
+        tiny_pipeline(), data, n_per_label=30, sampler="ddim", steps=4, seed=0, cache_dir=tmp_path
+    )
+
+    acc, fd, copies = report["label_accuracy"], report["frechet_distance"], report["near_copy_rate"]
+    assert acc["real_heldout"] >= 0.9  # the toy classes are easy
+    assert acc["chance"] == pytest.approx(1 / 3)
+    assert abs(acc["generated"] - 1 / 3) <= 0.2  # noise carries no label
+    assert fd["ratio"] > 10
+    assert fd["generated"] > fd["real_floor"] > 0
+    assert copies["generated"] == 0.0
+    assert report["per_label"].keys() == set(LABELS)
+    assert (report["sampler"], report["steps"], report["n_per_label"]) == ("ddim", 4, 30)
+    assert report["guidance"] == 1.0  # the pipeline's default, named in the report
+    assert Path(report["classifier"]).parent == tmp_path
+    json.dumps(report, allow_nan=False)  # must be valid JSON
+
+    table = format_report(report)
+    assert "Frechet distance" in table and "green" in table
+    assert f"{fd['generated']:.3f}" in table
+
+    # The cached classifier is reused: same file, same numbers.
+    mtime = Path(report["classifier"]).stat().st_mtime_ns
+    again = evaluate(
+        tiny_pipeline(), data, n_per_label=30, sampler="ddim", steps=4, seed=0, cache_dir=tmp_path
+    )
+    assert Path(again["classifier"]).stat().st_mtime_ns == mtime
+    assert again["frechet_distance"] == fd and again["label_accuracy"] == acc
+
+
+def test_evaluate_counts_copies_of_training_sprites(tmp_path: Path) -> None:
+    data = synthetic_sprites()
+    train, _ = data.split(holdout=0.2, seed=0)
+
+    class CopyingPipeline:
+        """Returns training sprites of the requested label: a perfectly memorising model."""
+
+        labels, resolution = LABELS, 8
+
+        def generate(self, context: str, n: int, **_: object) -> np.ndarray:
+            return train.images[train.labels == LABELS.index(context)][:n]
+
+    report = evaluate(CopyingPipeline(), data, n_per_label=20, cache_dir=tmp_path)
+    assert report["near_copy_rate"]["generated"] == 1.0
+    assert report["label_accuracy"]["generated"] >= 0.9
+    assert report["frechet_distance"]["ratio"] < 3
+
+
+def test_classifier_cache_is_keyed_by_data(tmp_path: Path) -> None:
+    data = synthetic_sprites(n_per_label=10)
+    _, path = load_or_train_classifier(data, tmp_path)
+    _, same = load_or_train_classifier(synthetic_sprites(n_per_label=10), tmp_path)
+    _, other = load_or_train_classifier(synthetic_sprites(n_per_label=10, seed=1), tmp_path)
+    assert same == path and other != path
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name])
+
+
+def test_evaluate_rejects_mismatched_model(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="labels"):
+        evaluate(tiny_pipeline(["a", "b", "c"]), synthetic_sprites(), cache_dir=tmp_path)
+
+
+def test_evaluate_needs_held_out_sprites_of_every_label(tmp_path: Path) -> None:
+    data = synthetic_sprites()
+    keep = np.flatnonzero(data.labels != 2)[:-1]  # red and blue, then a single green sprite
+    lone_green = data.subset(np.append(keep, len(data) - 1))
+    with pytest.raises(ValueError, match="'green' has too few sprites"):
+        evaluate(tiny_pipeline(), lone_green, cache_dir=tmp_path)
+
+
+def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = synthetic_sprites(n_per_label=20)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    np.save(data_dir / "images.npy", data.images)
+    np.save(data_dir / "labels.npy", np.eye(3, dtype=np.float32)[data.labels])
+    (data_dir / "meta.json").write_text(json.dumps({"label_names": LABELS}))
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    out = tmp_path / "report.json"
+
+    args = [str(tmp_path / "model"), "--data", str(data_dir), "--n", "8", "--steps", "3"]
+    args += ["--sampler", "euler_ancestral", "--guidance", "2", "--seed", "5"]
+    assert main([*args, "--json", str(out), "--cache", str(tmp_path / "cache")]) == 0
+
+    report = json.loads(out.read_text())
+    assert report["model"] == str(tmp_path / "model")
+    assert (report["sampler"], report["steps"], report["guidance"], report["seed"]) == (
+        "euler_ancestral",
+        3,
+        2.0,
+        5,
+    )
+    assert report["n_per_label"] == 8
+    assert "near-copy rate" in capsys.readouterr().out

@@ -1,0 +1,57 @@
+import torch
+
+from diffusion import ContextUnet, UnetConfig
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    model = ContextUnet(num_labels=4, resolution=16, channels=(8, 16, 16), emb_dim=16, **kw)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return model.eval()
+
+
+def test_forward_is_deterministic_and_shaped():
+    model = small()
+    x, t, c = torch.randn(3, 3, 16, 16), torch.tensor([0.0, 10.5, 999.0]), torch.eye(4)[:3]
+    out = model(x, t, c)
+    assert out.shape == x.shape
+    # The course created a fresh random 1x1 conv inside forward(); two calls would differ.
+    torch.testing.assert_close(model(x, t, c), out)
+
+
+def test_residual_shortcuts_are_registered_parameters():
+    names = dict(small().named_parameters())
+    assert any(n.endswith("skip.weight") for n in names)
+
+
+def test_time_and_context_change_the_prediction():
+    model = small()
+    x = torch.randn(1, 3, 16, 16)
+    base = model(x, torch.tensor([100.0]), torch.eye(4)[:1])
+    assert not torch.allclose(base, model(x, torch.tensor([400.0]), torch.eye(4)[:1]))
+    assert not torch.allclose(base, model(x, torch.tensor([100.0]), torch.eye(4)[1:2]))
+    # All-zero context uses the learned null embedding, not label 0.
+    assert not torch.allclose(base, model(x, torch.tensor([100.0]), torch.zeros(1, 4)))
+
+
+def test_context_mix_is_linear_in_the_embedding():
+    model = small()
+    t = torch.tensor([50.0])
+    mix = model.embed(t, torch.tensor([[0.5, 0.5, 0, 0]]))
+    ends = model.embed(t.repeat(2), torch.eye(4)[:2])
+    torch.testing.assert_close(mix[0], ends.mean(0))
+
+
+def test_config_round_trip_and_32px():
+    model = ContextUnet(num_labels=6, resolution=32, channels=(8, 16, 16))
+    config = UnetConfig(**model.config.to_dict())
+    assert config == model.config
+    assert ContextUnet(config)(
+        torch.zeros(2, 3, 32, 32), torch.ones(2), torch.zeros(2, 6)
+    ).shape == (
+        2,
+        3,
+        32,
+        32,
+    )

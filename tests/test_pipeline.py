@@ -1,0 +1,176 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion import SAMPLERS, Schedule, SpritePipeline
+from diffusion import hub as hub_module
+from diffusion.device import default_device
+
+from .conftest import LABELS
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_frames_stream_in_order(tiny_pipe, name):
+    frames = list(tiny_pipe.stream("a", n=2, sampler=name, steps=7, seed=0))
+    assert [f.step for f in frames] == list(range(1, 8))
+    assert {f.total for f in frames} == {7}
+    ts = [f.t for f in frames]
+    assert ts == sorted(ts, reverse=True) and ts[-1] == 0 and ts[0] < 100
+    assert frames[0].x.dtype == np.uint8 and frames[0].x.shape == (2, 8, 8, 3)
+
+
+def test_model_calls_per_step(oracle_pipe):
+    oracle = oracle_pipe.model
+    oracle_pipe.generate("a", n=3, sampler="heun", steps=5, guidance=1.0, seed=0)
+    assert oracle.calls == [3] * 9  # two calls a step, one on the last
+    oracle.calls.clear()
+    oracle_pipe.generate("a", n=3, sampler="ddim", steps=5, guidance=3.0, seed=0)
+    assert oracle.calls == [6] * 5  # conditional and unconditional rows in one batch
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(tiny_pipe):
+    a = tiny_pipe.generate("b", n=2, sampler="ddpm", steps=10, seed=123)
+    b = tiny_pipe.generate("b", n=2, sampler="ddpm", steps=10, seed=123)
+    c = tiny_pipe.generate("b", n=2, sampler="ddpm", steps=10, seed=124)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_unset_seed_is_reported_and_reproduces(tiny_pipe):
+    frames = list(tiny_pipe.stream("a", n=1, sampler="euler_ancestral", steps=5))
+    again = tiny_pipe.generate("a", n=1, sampler="euler_ancestral", steps=5, seed=frames[-1].seed)
+    np.testing.assert_array_equal(frames[-1].x, again)
+
+
+def test_ddim_eta_zero_depends_only_on_the_start(tiny_pipe):
+    a = tiny_pipe.generate("c", n=2, sampler="ddim", steps=10, seed=5, eta=0.0)
+    b = tiny_pipe.generate("c", n=2, sampler="ddim", steps=10, seed=5, eta=0.0)
+    np.testing.assert_array_equal(a, b)
+    noisy = tiny_pipe.generate("c", n=2, sampler="ddim", steps=10, seed=5, eta=1.0)
+    assert not np.array_equal(a, noisy)
+
+
+class _CondOnly(torch.nn.Module):
+    """Wraps a model so it never sees the unconditional context."""
+
+    def __init__(self, model, context):
+        super().__init__()
+        self.model, self.context = model, context
+
+    def forward(self, x, t, context):
+        return self.model(x, t, self.context.expand(len(x), -1))
+
+
+def test_guidance_one_is_the_plain_conditional_model(oracle_pipe):
+    ctx = torch.tensor([[0.0, 1.0, 0.0]])
+    plain = SpritePipeline(
+        _CondOnly(oracle_pipe.model, ctx), oracle_pipe.schedule, LABELS, resolution=8
+    )
+    a = oracle_pipe.generate("b", n=4, sampler="dpmpp_2m", steps=10, guidance=1.0, seed=9)
+    b = plain.generate("b", n=4, sampler="dpmpp_2m", steps=10, guidance=1.0, seed=9)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_guidance_extrapolates_from_unconditional_to_conditional(tiny_pipe):
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor(3.0)
+    ctx = tiny_pipe.encode_context("a", 2)
+    sigmas = tiny_pipe.schedule.sigmas(10)
+    cond = tiny_pipe._denoiser(ctx, 1.0, sigmas)(x, sigma)
+    uncond = tiny_pipe._denoiser(torch.zeros_like(ctx), 1.0, sigmas)(x, sigma)
+    guided = tiny_pipe._denoiser(ctx, 2.5, sigmas)(x, sigma)
+    torch.testing.assert_close(guided, uncond + 2.5 * (cond - uncond), atol=1e-5, rtol=1e-4)
+
+
+def test_every_step_count_is_accepted(tiny_pipe):
+    for steps in range(1, tiny_pipe.schedule.T + 1):
+        sigmas = tiny_pipe.schedule.sigmas(steps)
+        assert len(sigmas) == steps + 1 and bool((sigmas[1:] < sigmas[:-1]).all())
+
+
+def test_context_forms(tiny_pipe):
+    enc = tiny_pipe.encode_context
+    torch.testing.assert_close(enc("b", 1), torch.tensor([[0.0, 1.0, 0.0]]))
+    torch.testing.assert_close(enc(2, 2), torch.tensor([[0.0, 0.0, 1.0]] * 2))
+    torch.testing.assert_close(enc({"a": 0.5, "c": 0.5}, 1), torch.tensor([[0.5, 0.0, 0.5]]))
+    torch.testing.assert_close(enc([0.2, 0.3, 0.5], 1), torch.tensor([[0.2, 0.3, 0.5]]))
+    torch.testing.assert_close(enc(None, 1), torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"context": "dragon"}, "unknown label"),
+        ({"context": 7}, "out of range"),
+        ({"context": {"a": -1.0}}, "non-negative"),
+        ({"context": [1.0, 0.0]}, "shape"),
+        ({"sampler": "magic"}, "unknown sampler"),
+        ({"steps": 0}, "between 1 and 100"),
+        ({"steps": 101}, "between 1 and 100"),
+        ({"steps": 2.5}, "integer"),
+        ({"guidance": float("nan")}, "guidance"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**64}, "seed"),
+        ({"n": 0}, "n must"),
+        ({"sampler": "heun", "eta": 0.5}, "takes no eta"),
+        ({"sampler": "ddim", "eta": 2.0}, "eta must"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(tiny_pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_pipe.generate(**{"context": "a", "steps": 3, **kwargs})
+
+
+def test_save_and_load_round_trip(tiny_pipe, tmp_path):
+    tiny_pipe.defaults["guidance"] = 1.5
+    tiny_pipe.save_pretrained(tmp_path / "m", extra={"training": {"epochs_done": 3}})
+    loaded = SpritePipeline.from_pretrained(tmp_path / "m", device="cpu")
+    assert loaded.labels == LABELS and loaded.resolution == 8
+    assert loaded.schedule.to_config() == tiny_pipe.schedule.to_config()
+    assert loaded.defaults["guidance"] == 1.5 and loaded.config["training"]["epochs_done"] == 3
+    np.testing.assert_array_equal(
+        loaded.generate("a", n=2, steps=5, seed=0), tiny_pipe.generate("a", n=2, steps=5, seed=0)
+    )
+
+
+def test_missing_folder_and_incomplete_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model folder"):
+        SpritePipeline.from_pretrained(tmp_path / "nope" / "deeper" / "x")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text(json.dumps({}))
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors is missing"):
+        SpritePipeline.from_pretrained(tmp_path / "half")
+
+
+def test_hub_ids_download_with_huggingface_hub(tiny_pipe, tmp_path, monkeypatch):
+    tiny_pipe.save_pretrained(tmp_path / "snapshot")
+    calls = []
+
+    def fake_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        if repo_id != "someone/sprites":
+            from huggingface_hub.errors import RepositoryNotFoundError
+
+            raise RepositoryNotFoundError("404 Client Error: Repository Not Found")
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(hub_module.huggingface_hub, "snapshot_download", fake_download)
+    pipe = SpritePipeline.from_pretrained("someone/sprites", device="cpu")
+    assert pipe.labels == LABELS and calls[0][0] == "someone/sprites"
+    assert "model.safetensors" in calls[0][1]["allow_patterns"]
+    with pytest.raises(FileNotFoundError, match="neither a local model folder nor a model repo"):
+        SpritePipeline.from_pretrained("someone/unknown")
+
+
+def test_device_env_override(monkeypatch):
+    monkeypatch.setenv("DIFFUSION_DEVICE", "meta")
+    assert default_device() == torch.device("meta")
+    monkeypatch.delenv("DIFFUSION_DEVICE")
+    assert default_device().type in ("cpu", "cuda", "mps")
+
+
+def test_schedule_travels_with_the_pipeline(tiny_pipe, tmp_path):
+    tiny_pipe.schedule = Schedule.cosine(T=100)
+    tiny_pipe.save_pretrained(tmp_path / "cos")
+    assert SpritePipeline.from_pretrained(tmp_path / "cos").schedule.kind == "cosine"
