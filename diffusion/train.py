@@ -260,6 +260,15 @@ class Trainer:
         return render.save_png(sheet, self.args.out / "samples.png")
 
 
+def _drop_rows_after(log_path: Path, epoch: int) -> None:
+    """Forget log rows of epochs the checkpoint does not hold (a crash between log and save)."""
+    if log_path.exists():
+        rows = list(csv.reader(log_path.open()))
+        kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= epoch]
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     data = load_dataset(args.data)
@@ -270,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.out / "checkpoint.pt").exists():
             sys.exit(f"--resume: no checkpoint.pt in {args.out}")
         trainer.load_checkpoint()
+        _drop_rows_after(log_path, trainer.epoch)
         print(f"resumed at epoch {trainer.epoch}, step {trainer.step}")
     elif log_path.exists():
         sys.exit(f"{args.out} already holds a run: pass --resume or choose another --out")

@@ -1,0 +1,143 @@
+"""Training end to end on a tiny synthetic dataset: outputs, exact resume, crash safety."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from diffusion import SpritePipeline, train
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    n, k = 48, 3
+    labels = np.arange(n) % k
+    base = rng.integers(0, 256, (k, 8, 8, 3))
+    images = np.clip(base[labels] + rng.integers(-20, 20, (n, 8, 8, 3)), 0, 255).astype(np.uint8)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.save(folder / "images.npy", images)
+    np.save(folder / "labels.npy", np.eye(k, dtype=np.float32)[labels])
+    (folder / "meta.json").write_text(json.dumps({"label_names": ["x", "y", "z"]}))
+    (folder / "README.md").write_text("# toy\n\n## License and attribution\n\nToy art by Tester.\n")
+    return folder
+
+
+def args(data_dir, out, *extra):
+    return ["--data", str(data_dir), "--out", str(out), "--channels", "8,16",
+            "--batch-size", "16", "--warmup-steps", "2", *extra]  # fmt: skip
+
+
+def test_run_folder_is_a_loadable_model(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train.main(args(data_dir, out, "--epochs", "3", "--sample-every", "2"))
+    rows = list(csv.DictReader((out / "loss.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["loss"]) > 0 and float(r["images_per_s"]) > 0 for r in rows)
+    assert (out / "samples" / "epoch0002.png").exists()
+    assert (out / "samples" / "epoch0003_z.gif").exists()
+    pipe = SpritePipeline.from_pretrained(out)
+    assert pipe.labels == ["x", "y", "z"] and pipe.resolution == 8
+    assert pipe.config["training"]["epochs_done"] == 3
+    assert pipe.config["training"]["recipe"]["p_uncond"] == 0.1
+    card = (out / "README.md").read_text()
+    assert "Toy art by Tester" in card and "samples.png" in card
+    # What ships is the EMA, not the raw weights.
+    state = torch.load(out / "checkpoint.pt")
+    shipped = safetensors.torch.load_file(out / "model.safetensors")
+    torch.testing.assert_close(shipped["stem.weight"], state["ema"]["stem.weight"])
+    assert not torch.equal(shipped["stem.weight"], state["model"]["stem.weight"])
+
+
+def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train.main(args(data_dir, straight, "--epochs", "3", "--sample-every", "9"))
+
+    crashed = tmp_path / "crashed"
+    save = train.Trainer.save_checkpoint
+
+    def save_then_crash(self):
+        save(self)
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.Trainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args(data_dir, crashed, "--epochs", "3", "--sample-every", "9"))
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train.main(args(data_dir, crashed, "--epochs", "3"))
+    train.main(args(data_dir, crashed, "--epochs", "3", "--sample-every", "9", "--resume"))
+
+    a = torch.load(straight / "checkpoint.pt")
+    b = torch.load(crashed / "checkpoint.pt")
+    assert a["step"] == b["step"]
+    for key in ("model", "ema"):
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0)
+
+
+def test_sigkill_loses_at_most_one_epoch(data_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "diffusion.train", *args(data_dir, out, "--epochs", "400")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = out / "loss.csv"
+        if log.exists() and len(log.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    logged = len((out / "loss.csv").read_text().splitlines()) - 1
+    state = torch.load(out / "checkpoint.pt")
+    assert logged - 1 <= state["epoch"] <= logged
+    resumed = subprocess.run(
+        [*cmd[:-1], str(state["epoch"] + 1), "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(out / "checkpoint.pt")["epoch"] == state["epoch"] + 1
+    epochs = [int(r["epoch"]) for r in csv.DictReader((out / "loss.csv").open())]
+    assert epochs == list(range(1, state["epoch"] + 2))
+
+
+def test_class_balancing_and_lr_schedule():
+    labels = np.array([0] * 90 + [1] * 10)
+    w = train.sampling_weights(labels, 1.0)
+    assert float(w[labels == 0].sum()) == pytest.approx(float(w[labels == 1].sum()))
+    natural = train.sampling_weights(labels, 0.0)
+    assert float(natural[labels == 0].sum() / natural.sum()) == pytest.approx(0.9)
+    a = train.parse_args(["--data", "d", "--out", "o", "--warmup-steps", "10", "--lr", "1e-3"])
+    assert train.lr_at(0, 110, a) == pytest.approx(1e-4)
+    assert train.lr_at(10, 110, a) == pytest.approx(1e-3)
+    assert train.lr_at(110, 110, a) == pytest.approx(1e-4)
+
+
+def test_push_to_hub_uploads_the_folder(data_dir, tmp_path, monkeypatch):
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, **kw):
+            calls.append(("upload", repo_id, sorted(os.listdir(folder_path))))
+
+    monkeypatch.setattr(train.push_to_hub.__globals__["huggingface_hub"], "HfApi", FakeApi)
+    out = tmp_path / "pushed"
+    train.main(args(data_dir, out, "--epochs", "1", "--push-to-hub", "me/sprites"))
+    assert calls[0] == ("create", "me/sprites")
+    assert calls[1][0] == "upload" and {"config.json", "model.safetensors"} <= set(calls[1][2])
