@@ -69,6 +69,7 @@ class SpritePipeline:
         self.channels = getattr(config, "in_channels", 3)
         self.defaults = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 1.0, "spacing": "uniform"}
         self.defaults.update(defaults or {})
+        self.config: dict[str, Any] = {}  # the whole config.json of a loaded model
 
     @property
     def samplers(self) -> list[str]:
@@ -101,7 +102,9 @@ class SpritePipeline:
         pipe.config = config
         return pipe
 
-    def save_pretrained(self, folder: str | os.PathLike, extra: Mapping[str, Any] | None = None):
+    def save_pretrained(
+        self, folder: str | os.PathLike, extra: Mapping[str, Any] | None = None
+    ) -> None:
         """Write config.json and model.safetensors; ``extra`` adds sections (e.g. training)."""
         if not isinstance(self.model, ContextUnet):
             raise TypeError("only a ContextUnet can be saved")
