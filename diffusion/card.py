@@ -13,13 +13,27 @@ import os
 from pathlib import Path
 
 
-def _metrics_section(metrics: dict) -> str:
-    rows = "\n".join(
-        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-        for k, v in metrics.items()
-        if not isinstance(v, (dict, list))
+def _metrics_section(m: dict, name: str) -> str:
+    """The evaluation table of ``python -m diffusion.evaluate --json`` output, and its command."""
+    acc, fd, copies = m["label_accuracy"], m["frechet_distance"], m["near_copy_rate"]
+    command = (
+        f"python -m diffusion.evaluate {name} --data {m['data']} --n {m['n_per_label']} "
+        f"--sampler {m['sampler']} --steps {m['steps']} --guidance {m['guidance']} "
+        f"--seed {m['seed']}"
     )
-    return f"## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n"
+    return (
+        "## Evaluation\n\n"
+        f"{m['n_per_label']} sprites per label, {m['sampler']}, {m['steps']} steps, guidance "
+        f"{m['guidance']}, seed {m['seed']}:\n\n"
+        "| metric | generated | real reference | ratio |\n|---|---|---|---|\n"
+        f"| label accuracy | {acc['generated']:.3f} | {acc['real_heldout']:.3f} (held-out) "
+        f"| {acc['ratio']:.2f} |\n"
+        f"| Fréchet distance | {fd['generated']:.3f} | {fd['real_floor']:.3f} (real floor) "
+        f"| {fd['ratio']:.2f} |\n"
+        f"| near-copy rate | {copies['generated']:.3f} | {copies['real_heldout']:.3f} (held-out) "
+        "| |\n\n"
+        f"Measured with `{command}`.\n"
+    )
 
 
 def render_card(config: dict, metrics: dict | None = None, name: str = "model") -> str:
@@ -31,7 +45,7 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
     front = "---\nlicense: cc-by-4.0\nlibrary_name: sprite-diffusion\ntags:\n- diffusion\n"
     front += "- pixel-art\n- class-conditional\n---\n\n"
     parts = [
-        f"{front}# {name}\n",
+        f"{front}# {Path(name).name}\n",
         f"A class-conditioned ContextUnet that draws {model['resolution']}x{model['resolution']} "
         f"pixel-art sprites, trained with Sprite Diffusion Studio.\n",
         f"Labels: {', '.join(config['labels'])}.\n",
@@ -53,9 +67,7 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f"- recipe: {json.dumps(recipe)}\n",
     ]
     if metrics:
-        parts.append(_metrics_section(metrics))
-        if command := metrics.get("command"):
-            parts.append(f"Measured with `{command}`.\n")
+        parts.append(_metrics_section(metrics, name))
     if credit := training.get("credit"):
         parts.append("## Training data credit\n\n" + credit.replace("## ", "### ") + "\n")
     return "\n".join(parts)
@@ -68,7 +80,7 @@ def write_model_card(folder: str | os.PathLike) -> Path:
     eval_path = folder / "eval.json"
     metrics = json.loads(eval_path.read_text()) if eval_path.is_file() else None
     path = folder / "README.md"
-    path.write_text(render_card(config, metrics, name=folder.name))
+    path.write_text(render_card(config, metrics, name=os.fspath(folder)))
     return path
 
 
