@@ -168,15 +168,15 @@ class SpritePipeline:
             if eta != 0 and not SAMPLERS[sampler].uses_eta:
                 raise ValueError(f"sampler {sampler!r} takes no eta")
 
-    def _denoiser(self, context: Tensor, guidance: float, sigmas: Tensor):
-        """eps(x, sigma) in the sigma view, with batched classifier-free guidance."""
+    def _denoiser(self, context: Tensor, guidance: float, timestep: dict[float, float]):
+        """eps(x, sigma) in the sigma view, with batched classifier-free guidance.
+
+        ``timestep`` maps the sigmas a sampler walks to their timesteps, so that the usual case
+        is a lookup rather than an inversion of the schedule.
+        """
         guided = guidance != 1 and bool(context.any())
         if guided:
             context = torch.cat([context, torch.zeros_like(context)])
-        # Samplers evaluate at the listed sigmas: look their timesteps up instead of inverting.
-        timestep = dict(
-            zip(sigmas.float().tolist(), self.schedule.t_from_sigma(sigmas).tolist(), strict=True)
-        )
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             model_in = x / (1 + sigma**2).sqrt()
@@ -234,7 +234,8 @@ class SpritePipeline:
         x = noise(torch.Size(shape)) * math.sqrt(1 + float(sigmas[0]) ** 2)
         sig = sigmas.float().to(self.device)
         ts = self.schedule.t_from_sigma(sigmas).tolist()
-        steps_iter = spec.fn(self._denoiser(ctx, guidance, sigmas), x, sig, noise, **options)
+        denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
+        steps_iter = spec.fn(denoise, x, sig, noise, **options)
         for i, (x, x0) in enumerate(steps_iter, start=1):
             vp = x / (1 + sig[i] ** 2).sqrt()
             yield Frame(i, steps, ts[i], to_uint8(vp), to_uint8(x0), int(seed))

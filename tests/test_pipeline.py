@@ -76,10 +76,9 @@ def test_guidance_one_is_the_plain_conditional_model(oracle_pipe):
 def test_guidance_extrapolates_from_unconditional_to_conditional(tiny_pipe):
     x, sigma = torch.randn(2, 3, 8, 8), torch.tensor(3.0)
     ctx = tiny_pipe.encode_context("a", 2)
-    sigmas = tiny_pipe.schedule.sigmas(10)
-    cond = tiny_pipe._denoiser(ctx, 1.0, sigmas)(x, sigma)
-    uncond = tiny_pipe._denoiser(torch.zeros_like(ctx), 1.0, sigmas)(x, sigma)
-    guided = tiny_pipe._denoiser(ctx, 2.5, sigmas)(x, sigma)
+    cond = tiny_pipe._denoiser(ctx, 1.0, {})(x, sigma)
+    uncond = tiny_pipe._denoiser(torch.zeros_like(ctx), 1.0, {})(x, sigma)
+    guided = tiny_pipe._denoiser(ctx, 2.5, {})(x, sigma)
     torch.testing.assert_close(guided, uncond + 2.5 * (cond - uncond), atol=1e-5, rtol=1e-4)
 
 
