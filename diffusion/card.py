@@ -55,7 +55,7 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (16, H, W, 3)\n'
         "```\n",
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
-        f"guidance {sampling.get('guidance')}.\n",
+        f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing.\n",
         "## Model and training\n",
         f"- network: ContextUnet, channels {model['channels']}, "
         f"{model['blocks_per_level']} residual block(s) per level\n"
@@ -66,6 +66,8 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f"steps in {training.get('train_minutes', '?')} minutes on {training.get('device', '?')}\n"
         f"- recipe: {json.dumps(recipe)}\n",
     ]
+    if note := training.get("note"):
+        parts.append(note + "\n")
     if metrics:
         parts.append(_metrics_section(metrics, name))
     if credit := training.get("credit"):
