@@ -102,6 +102,8 @@ def lr_at(step: int, total: int, args: argparse.Namespace) -> float:
 
 
 class Trainer:
+    """The training state (model, EMA, optimiser, data, random generator) and what acts on it."""
+
     def __init__(self, args: argparse.Namespace, data: SpriteDataset) -> None:
         self.args, self.data = args, data
         self.device = default_device()
