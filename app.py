@@ -673,8 +673,19 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
                             interactive=False,
                         )
                         files = gr.File(label="Downloads", file_count="multiple")
-                gen_inputs = [label, sampler, steps, guidance, seed, n, eta, model, mix, preview]
-                gen_inputs.append(gif_ms)
+                gen_inputs = [
+                    label,
+                    sampler,
+                    steps,
+                    guidance,
+                    seed,
+                    n,
+                    eta,
+                    model,
+                    mix,
+                    preview,
+                    gif_ms,
+                ]
                 gen_outputs = [live, status, gif, sheet, files, seed, sprites]
                 generate_fn = _gpu(studio.generate)
                 run_btn.click(
