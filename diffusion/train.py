@@ -70,7 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-every", type=int, default=25, help="epochs between sample sheets")
     p.add_argument("--guidance", type=float, default=2.0, help="default guidance of the model")
     p.add_argument(
-        "--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (GPU)"
+        "--amp",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bf16 autocast: auto is on for a GPU only; 'on' also pays on CPUs with AVX512-BF16",
     )
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--push-to-hub", metavar="REPO", help="upload the finished model to this repo")

@@ -60,6 +60,22 @@ def test_run_folder_is_a_loadable_model(data_dir, tmp_path):
     assert not torch.equal(shipped["stem.weight"], state["model"]["stem.weight"])
 
 
+def test_bf16_autocast_on_cpu_tracks_fp32(data_dir, tmp_path):
+    # The shipped model trained with --amp on a CPU: bf16 matmuls, fp32 weights and loss.
+    losses, weights = {}, {}
+    for amp in ("off", "on"):
+        out = tmp_path / amp
+        train.main(args(data_dir, out, "--epochs", "2", "--sample-every", "9", "--amp", amp))
+        losses[amp] = [float(r["loss"]) for r in csv.DictReader((out / "loss.csv").open())]
+        assert json.loads((out / "config.json").read_text())["training"]["recipe"]["amp"] == amp
+        weights[amp] = safetensors.torch.load_file(out / "model.safetensors")
+        assert all(w.dtype == torch.float32 for w in weights[amp].values())
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=0.03)
+    on, off = weights["on"]["stem.weight"], weights["off"]["stem.weight"]
+    assert not torch.equal(on, off)  # autocast really ran
+    torch.testing.assert_close(on, off, atol=2e-3, rtol=0)
+
+
 def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train.main(args(data_dir, straight, "--epochs", "3", "--sample-every", "9"))
