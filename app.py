@@ -561,6 +561,11 @@ def _sampler_info(sampler: str) -> str:
     return f"*{spec.description}*" if spec else ""
 
 
+def _sprite_image(label: str, **kwargs: Any) -> gr.Image:
+    """An output image of sprites, drawn with hard pixel edges (the ``pixel`` CSS class)."""
+    return gr.Image(label=label, elem_classes="pixel", interactive=False, **kwargs)
+
+
 def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = None) -> gr.Blocks:
     """The whole UI over ``models`` (name -> pipeline); the first one is selected at start."""
     studio = Studio(models, store)
@@ -649,28 +654,17 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
                             "Press **Generate**.", label="Status", elem_id="status"
                         )
                         with gr.Row():
-                            live = gr.Image(
-                                label="Live preview",
-                                format="png",
-                                height=IMAGE_HEIGHT,
-                                elem_classes="pixel",
-                                elem_id="live",
-                                interactive=False,
+                            live = _sprite_image(
+                                "Live preview", format="png", height=IMAGE_HEIGHT, elem_id="live"
                             )
-                            gif = gr.Image(
-                                label="Denoising animation (GIF)",
+                            gif = _sprite_image(
+                                "Denoising animation (GIF)",
                                 type="filepath",
                                 height=IMAGE_HEIGHT,
-                                elem_classes="pixel",
                                 elem_id="gif",
-                                interactive=False,
                             )
-                        sheet = gr.Image(
-                            label="Sprite sheet (PNG)",
-                            type="filepath",
-                            height=IMAGE_HEIGHT,
-                            elem_classes="pixel",
-                            interactive=False,
+                        sheet = _sprite_image(
+                            "Sprite sheet (PNG)", type="filepath", height=IMAGE_HEIGHT
                         )
                         files = gr.File(label="Downloads", file_count="multiple")
                 gen_inputs = [
@@ -740,10 +734,7 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
                     0, pipe0.schedule.T, value=pipe0.schedule.T // 4, step=1, label="Timestep t"
                 )
                 with gr.Row():
-                    noisy = [
-                        gr.Image(label=name, format="png", elem_classes="pixel", interactive=False)
-                        for name in SCHEDULES
-                    ]
+                    noisy = [_sprite_image(name, format="png") for name in SCHEDULES]
                     noise_table = gr.Markdown()
                 curves = schedule_curves(pipe0.schedule.T)
                 with gr.Row():
