@@ -30,6 +30,7 @@ def _sample(args: argparse.Namespace) -> None:
         seed=args.seed,
         eta=args.eta,
         spacing=args.spacing,
+        palette=args.palette,
     ):
         frames.append(frame)
         print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
@@ -40,6 +41,17 @@ def _sample(args: argparse.Namespace) -> None:
     if args.gif:
         pictures = [render.grid(getattr(f, args.show), scale=args.scale) for f in frames]
         print(render.save_gif(pictures, args.gif, frame_ms=args.frame_ms, hold_ms=args.hold_ms))
+
+
+def _palette(text: str) -> str | int | None:
+    if text in ("raw", "none"):
+        return None
+    if text == "data":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use raw, data or a colour count") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--guidance", type=float, default=None)
     s.add_argument("--eta", type=float, default=None)
     s.add_argument("--spacing", default=None, choices=["uniform", "karras"])
+    s.add_argument(
+        "--palette",
+        type=_palette,
+        default=None,
+        help="output stage: 'data' snaps to the model's training palette, K keeps at most K "
+        "colours per sprite; default raw",
+    )
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--png", help="write the final sprite sheet here")

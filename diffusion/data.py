@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["COURSE_LABEL_NAMES", "DataError", "SpriteDataset", "load_dataset"]
+__all__ = [
+    "COURSE_LABEL_NAMES",
+    "EVAL_HOLDOUT",
+    "EVAL_SPLIT_SEED",
+    "DataError",
+    "SpriteDataset",
+    "load_dataset",
+]
 
 COURSE_IMAGES = "sprites_1788_16x16.npy"
 COURSE_LABELS = "sprite_labels_nc_1788_16x16.npy"
@@ -30,6 +37,9 @@ COURSE_LABELS = "sprite_labels_nc_1788_16x16.npy"
 COURSE_LABEL_NAMES = ["hero", "non-hero", "food", "spell", "side-facing"]
 
 HF_PREFIX = "hf://datasets/"
+# The split diffusion.evaluate holds out; ``train --split train`` leaves it unseen.
+EVAL_HOLDOUT = 0.2
+EVAL_SPLIT_SEED = 0
 
 
 class DataError(ValueError):

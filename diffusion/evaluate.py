@@ -25,8 +25,19 @@ data (``data.split(holdout=0.2, seed=0)``) and cached on disk, keyed by the data
   the rate for real held-out sprites against the train split (and its frames), which is not
   zero: the data keeps recolours and autotile variants. Both rates are averaged per label.
 
+* **crispness**, for generated and real held-out sprites side by side, and their ratio:
+  distinct colours per sprite (colours closer than ``COLOUR_TOLERANCE`` merged, most frequent
+  first), the share of flat neighbour pairs (horizontal and vertical neighbours within
+  ``FLAT_TOLERANCE`` in every channel), and the mean distance (RGB, 0..255) of a pixel to the
+  nearest colour of the training split's palette. Pixel art has few flat colours; a speckled
+  model has many near-identical ones.
+
+Every figure can be the mean over several evaluation seeds (``--seeds 0,1,2``, the default of
+the command line): the Frechet estimate moves by about 0.2 with the seed. ``--palette`` measures
+the output with the palette stage (``render.apply_palette``) as well, on the same samples.
+
 A model trained on all of the data has seen the held-out sprites, which flatters its Frechet
-distance a little; train on ``data.split(0.2, seed=0)[0]`` for a strictly held-out measurement.
+distance; ``python -m diffusion.train --split train`` keeps them unseen.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,26 +59,33 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from diffusion.data import SpriteDataset, load_dataset
+from diffusion import render
+from diffusion.data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, SpriteDataset, load_dataset
 
 __all__ = [
     "COPY_MAX_SHARE",
     "COPY_TOLERANCE",
     "SpriteClassifier",
     "balanced_indices",
+    "colours_per_sprite",
     "evaluate",
+    "evaluate_palettes",
+    "flat_pair_share",
     "format_report",
     "frechet_distance",
     "load_or_train_classifier",
     "main",
     "near_copies",
+    "palette_distance",
     "train_classifier",
 ]
 
 COPY_TOLERANCE = 32
 COPY_MAX_SHARE = 0.05
-HOLDOUT = 0.2
-SPLIT_SEED = 0
+COLOUR_TOLERANCE = 12
+FLAT_TOLERANCE = 6
+HOLDOUT = EVAL_HOLDOUT
+SPLIT_SEED = EVAL_SPLIT_SEED
 DEFAULT_CACHE = Path.home() / ".cache" / "sprite-diffusion"
 # Part of the cache key: bump it whenever the classifier or its training changes.
 CLASSIFIER_VERSION = 1
@@ -255,6 +274,43 @@ def near_copies(
     return found.numpy()
 
 
+def colours_per_sprite(images: np.ndarray, tolerance: int = COLOUR_TOLERANCE) -> np.ndarray:
+    """Distinct colours of each (H, W, 3) uint8 sprite once colours within ``tolerance`` (in
+    every channel) are merged: most frequent first, a colour counts when no counted one is near.
+    """
+    counts = np.empty(len(images), dtype=np.int64)
+    for i, sprite in enumerate(images):
+        colours, freq = np.unique(sprite.reshape(-1, 3), axis=0, return_counts=True)
+        kept: list[np.ndarray] = []
+        for colour in colours[np.argsort(-freq, kind="stable")].astype(np.int16):
+            if not any(np.abs(colour - k).max() <= tolerance for k in kept):
+                kept.append(colour)
+        counts[i] = len(kept)
+    return counts
+
+
+def flat_pair_share(images: np.ndarray, tolerance: int = FLAT_TOLERANCE) -> np.ndarray:
+    """Per sprite, the share of horizontal and vertical neighbour pairs of (almost) one colour."""
+    x = np.asarray(images, dtype=np.int16)
+    across = np.abs(x[:, :, 1:] - x[:, :, :-1]).max(-1) <= tolerance
+    down = np.abs(x[:, 1:] - x[:, :-1]).max(-1) <= tolerance
+    return (across.sum((1, 2)) + down.sum((1, 2))) / (across[0].size + down[0].size)
+
+
+def palette_distance(images: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Per sprite, the mean RGB distance (0..255 units) of a pixel to its nearest palette colour."""
+    images = np.asarray(images)
+    colours, inverse = np.unique(images.reshape(-1, 3), axis=0, return_inverse=True)
+    palette = np.asarray(palette, np.float64)
+    nearest = np.concatenate(
+        [
+            np.sqrt(((chunk[:, None] - palette[None]) ** 2).sum(-1)).min(1)
+            for chunk in np.array_split(colours.astype(np.float64), len(colours) // 1024 + 1)
+        ]
+    )
+    return nearest[inverse.reshape(-1)].reshape(len(images), -1).mean(1)
+
+
 def balanced_indices(
     labels: np.ndarray, n_per_label: int, num_labels: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -305,7 +361,8 @@ def evaluate(
     sampler: str = "dpmpp_2m",
     steps: int = 20,
     guidance: float | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
+    palette: render.Palette = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Generate ``n_per_label`` sprites per label with ``pipe`` and measure them against ``data``.
@@ -313,8 +370,36 @@ def evaluate(
     ``pipe`` needs ``labels``, ``resolution`` and ``generate(context=, n=, sampler=, steps=,
     guidance=, seed=)`` (a :class:`diffusion.SpritePipeline`); ``guidance=None`` keeps the
     pipeline's default, which the report then names when the pipeline has ``defaults``.
-    See the module docstring for the metric definitions.
+    Several seeds give the mean of every figure (and ``per_seed`` headline figures); ``palette``
+    passes the samples through the palette stage first. See the module docstring for the metrics.
     """
+    return evaluate_palettes(
+        pipe,
+        data,
+        [palette],
+        n_per_label=n_per_label,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        cache_dir=cache_dir,
+    )[_palette_name(palette)]
+
+
+def evaluate_palettes(
+    pipe: Any,
+    data: SpriteDataset,
+    palettes: Sequence[render.Palette],
+    *,
+    n_per_label: int = 100,
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    guidance: float | None = None,
+    seed: int | Sequence[int] = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate` for several palette stages on the same samples, keyed by palette name
+    ("raw", "data" or the colour count)."""
     if list(pipe.labels) != data.label_names:
         raise ValueError(
             f"model labels {list(pipe.labels)} differ from data labels {data.label_names}"
@@ -323,25 +408,74 @@ def evaluate(
         raise ValueError(f"model makes {pipe.resolution}px sprites, data has {data.resolution}px")
     if n_per_label < 2:
         raise ValueError("n_per_label must be at least 2 for a covariance estimate")
+    data_colours = getattr(pipe, "palette", None)
+    for palette in palettes:
+        render.check_palette(palette, data_colours)
     train, held = data.split(HOLDOUT, SPLIT_SEED)
     for name, count in held.counts().items():
         if count == 0:
             raise ValueError(f"label {name!r} has too few sprites to hold any out for reference")
-    timings: dict[str, float] = {}
     start = time.perf_counter()
     classifier, classifier_path = load_or_train_classifier(data, cache_dir)
-    timings["classifier"] = time.perf_counter() - start
-
+    classifier_seconds = time.perf_counter() - start
     options: dict[str, Any] = {"sampler": sampler, "steps": steps}
     if guidance is not None:
         options["guidance"] = guidance
-    start = time.perf_counter()
-    generated = _generate(pipe, data, n_per_label, seed, options)
-    timings["generate"] = time.perf_counter() - start
-    gen_labels = np.repeat(np.arange(data.num_labels), n_per_label)
+    seeds = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
+    if not seeds:
+        raise ValueError("give at least one evaluation seed")
+    reports: dict[str, list[dict[str, Any]]] = {_palette_name(p): [] for p in palettes}
+    for s in seeds:
+        start = time.perf_counter()
+        raw = _generate(pipe, data, n_per_label, s, options)
+        generate_seconds = time.perf_counter() - start
+        for palette in palettes:
+            start = time.perf_counter()
+            generated = render.apply_palette(raw, palette, data_colours)
+            report = _measure(generated, data, train, held, classifier, n_per_label, s)
+            report["seconds"] = {
+                "classifier": classifier_seconds,
+                "generate": generate_seconds,
+                "metrics": time.perf_counter() - start,
+            }
+            reports[_palette_name(palette)].append(report)
+    common = {
+        "data": data.source,
+        "resolution": data.resolution,
+        "labels": data.label_names,
+        "n_per_label": n_per_label,
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": guidance if guidance is not None else _default_guidance(pipe),
+        "classifier": str(classifier_path),
+    }
+    return {
+        name: {**common, "palette": name, **_mean_over_seeds(runs)}
+        for name, runs in reports.items()
+    }
 
-    start = time.perf_counter()
+
+def _palette_name(palette: render.Palette) -> str:
+    return "raw" if palette is None else str(palette)
+
+
+def _ratio_block(generated: np.ndarray, real: np.ndarray, **extra: Any) -> dict[str, Any]:
+    g, r = float(np.mean(generated)), float(np.mean(real))
+    return {"generated": g, "real_heldout": r, "ratio": _ratio(g, r), **extra}
+
+
+def _measure(
+    generated: np.ndarray,
+    data: SpriteDataset,
+    train: SpriteDataset,
+    held: SpriteDataset,
+    classifier: SpriteClassifier,
+    n_per_label: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Every metric of one seed's samples (see the module docstring)."""
     k = data.num_labels
+    gen_labels = np.repeat(np.arange(k), n_per_label)
     rng = np.random.default_rng(seed)
     held_ref = held.images[balanced_indices(held.labels, n_per_label, k, rng)]
     train_ref = train.images[balanced_indices(train.labels, n_per_label, k, rng)]
@@ -359,18 +493,10 @@ def evaluate(
     copy_real = near_copies(held.images, _with_frames(train))
     copies_gen = _per_label_mean(copy_gen.astype(float), gen_labels, k)
     copies_real = _per_label_mean(copy_real.astype(float), held.labels, k)
-    timings["metrics"] = time.perf_counter() - start
+    palette = render.data_palette(train.images)
 
     return {
-        "data": data.source,
-        "resolution": data.resolution,
-        "labels": data.label_names,
-        "n_per_label": n_per_label,
-        "sampler": sampler,
-        "steps": steps,
-        "guidance": guidance if guidance is not None else _default_guidance(pipe),
         "seed": seed,
-        "classifier": str(classifier_path),
         "label_accuracy": {
             "generated": float(acc_gen.mean()),
             "real_heldout": float(acc_real.mean()),
@@ -388,6 +514,21 @@ def evaluate(
             "tolerance": COPY_TOLERANCE,
             "max_share": COPY_MAX_SHARE,
         },
+        "crispness": {
+            "colours_per_sprite": _ratio_block(
+                colours_per_sprite(generated),
+                colours_per_sprite(held_ref),
+                tolerance=COLOUR_TOLERANCE,
+            ),
+            "flat_pairs": _ratio_block(
+                flat_pair_share(generated), flat_pair_share(held_ref), tolerance=FLAT_TOLERANCE
+            ),
+            "palette_distance": _ratio_block(
+                palette_distance(generated, palette),
+                palette_distance(held_ref, palette),
+                palette_size=len(palette),
+            ),
+        },
         "per_label": {
             name: {
                 "accuracy_generated": float(acc_gen[i]),
@@ -397,8 +538,35 @@ def evaluate(
             }
             for i, name in enumerate(data.label_names)
         },
-        "seconds": timings,
     }
+
+
+def _mean_over_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report whose numbers are the means of ``reports`` (one per seed), plus the headline
+    figures of each seed, so that a reader sees how much they move."""
+
+    def mean(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict):
+            return {key: mean([v[key] for v in values]) for key in first}
+        if isinstance(first, float) or (isinstance(first, int) and not isinstance(first, bool)):
+            present = [v for v in values if v is not None]
+            return float(np.mean(present)) if len(present) == len(values) else None
+        return first
+
+    merged = mean([{k: v for k, v in r.items() if k != "seed"} for r in reports])
+    seeds = [r["seed"] for r in reports]
+    merged["seed"] = seeds[0] if len(seeds) == 1 else seeds
+    merged["per_seed"] = {
+        str(r["seed"]): {
+            "frechet_ratio": r["frechet_distance"]["ratio"],
+            "label_accuracy": r["label_accuracy"]["generated"],
+            "colours_ratio": r["crispness"]["colours_per_sprite"]["ratio"],
+            "flat_pairs_ratio": r["crispness"]["flat_pairs"]["ratio"],
+        }
+        for r in reports
+    }
+    return merged
 
 
 def _default_guidance(pipe: Any) -> float | None:
@@ -420,19 +588,31 @@ def format_report(report: dict[str, Any]) -> str:
         return f"{name:<28}" + "".join(f"{num(v):>11}" for v in values)
 
     acc, fd, copies = report["label_accuracy"], report["frechet_distance"], report["near_copy_rate"]
+    crisp = report["crispness"]
     guidance = "default" if report["guidance"] is None else report["guidance"]
     res = report["resolution"]
+    seeds = report["seed"]
+    seed_text = f"seed {seeds}" if isinstance(seeds, int) else f"mean of seeds {seeds}"
     lines = [
         f"data {report['data']} ({res}x{res}, {len(report['labels'])} labels)",
         (
             f"sampler {report['sampler']}, {report['steps']} steps, guidance {guidance}, "
-            f"seed {report['seed']}, {report['n_per_label']} per label"
+            f"palette {report.get('palette', 'raw')}, {seed_text}, "
+            f"{report['n_per_label']} per label"
         ),
         "",
         f"{'metric':<28}{'generated':>11}{'real':>11}{'ratio':>11}",
         row("label accuracy", acc["generated"], acc["real_heldout"], acc["ratio"]),
         row("Frechet distance", fd["generated"], fd["real_floor"], fd["ratio"]),
         row("near-copy rate", copies["generated"], copies["real_heldout"]),
+        *(
+            row(name, c["generated"], c["real_heldout"], c["ratio"])
+            for name, c in (
+                ("colours per sprite", crisp["colours_per_sprite"]),
+                ("flat neighbour pairs", crisp["flat_pairs"]),
+                ("distance to palette", crisp["palette_distance"]),
+            )
+        ),
         "",
         f"{'label':<28}{'acc gen':>11}{'acc real':>11}{'copy gen':>11}{'copy real':>11}",
     ]
@@ -444,6 +624,13 @@ def format_report(report: dict[str, Any]) -> str:
         f"(chance accuracy {num(acc['chance'])}; real accuracy is on the held-out split; "
         "the Frechet floor compares training with held-out sprites)"
     )
+    if len(report.get("per_seed", {})) > 1:
+        lines.append("per seed: Frechet ratio / colours ratio / flat-pairs ratio")
+        for seed, figures in report["per_seed"].items():
+            values = (figures["frechet_ratio"], figures["colours_ratio"])
+            lines.append(
+                f"  {seed}: " + " / ".join(num(v) for v in (*values, figures["flat_pairs_ratio"]))
+            )
     return "\n".join(lines)
 
 
@@ -458,12 +645,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="evaluation seeds, comma-separated; figures are means"
+    )
+    parser.add_argument("--seed", type=int, help="a single evaluation seed (replaces --seeds)")
+    parser.add_argument(
+        "--palette",
+        default="raw",
+        help="palette stages to measure on the same samples, comma-separated: raw, data or a "
+        "colour count (e.g. 'raw,data'); the JSON holds the first, and 'variants' all of them",
+    )
     parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
     parser.add_argument(
         "--cache", type=Path, help=f"classifier cache folder (default {DEFAULT_CACHE})"
     )
     args = parser.parse_args(argv)
+    try:
+        seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
+        palettes = [_parse_palette(p) for p in args.palette.split(",")]
+    except ValueError as err:
+        parser.error(f"--seeds and --palette: {err}")
 
     # Imported here so that the metrics above can be used without the pipeline module.
     from diffusion import SpritePipeline
@@ -471,23 +672,33 @@ def main(argv: list[str] | None = None) -> int:
     pipe = SpritePipeline.from_pretrained(args.model)
     if args.sampler not in pipe.samplers:
         parser.error(f"unknown sampler {args.sampler!r}; choose from {list(pipe.samplers)}")
-    report = evaluate(
+    reports = evaluate_palettes(
         pipe,
         load_dataset(args.data),
+        palettes,
         n_per_label=args.n,
         sampler=args.sampler,
         steps=args.steps,
         guidance=args.guidance,
-        seed=args.seed,
+        seed=seeds,
         cache_dir=args.cache,
     )
-    report["model"] = args.model
     print(f"model {args.model}")
-    print(format_report(report))
+    for report in reports.values():
+        report["model"] = args.model
+        print(format_report(report) + "\n")
     if args.json is not None:
+        first = next(iter(reports.values()))
+        if len(reports) > 1:
+            first = {**first, "variants": reports}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(first, indent=2) + "\n")
     return 0
+
+
+def _parse_palette(text: str) -> render.Palette:
+    text = text.strip()
+    return None if text in ("raw", "none") else text if text == "data" else int(text)
 
 
 if __name__ == "__main__":

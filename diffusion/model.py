@@ -30,10 +30,22 @@ class UnetConfig:
     groups: int = 8
     # Timesteps are divided by T before the sinusoidal embedding so one network fits any T.
     T: int = 1000
+    # What the network outputs: "eps" (the noise, DDPM) or "v" (Salimans & Ho 2022,
+    # v = sqrt(abar) * eps - sqrt(1 - abar) * x0), which stays well scaled at both ends of t.
+    prediction: str = "eps"
+    # Levels (0 = full resolution) whose blocks end in self-attention, e.g. (1, 2) = 8x8 and 4x4.
+    attention: tuple[int, ...] = ()
+    # Self-conditioning (Chen et al. 2023): the network also sees its previous x0 estimate.
+    self_condition: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
+        self.attention = tuple(self.attention)
         levels = len(self.channels)
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if any(not 0 <= level < levels for level in self.attention):
+            raise ValueError(f"attention levels must lie in 0..{levels - 1}, got {self.attention}")
         if self.resolution % 2 ** (levels - 1):
             raise ValueError(f"resolution {self.resolution} must be divisible by 2^{levels - 1}")
         if any(c % self.groups for c in self.channels):
@@ -42,6 +54,7 @@ class UnetConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        d["attention"] = list(self.attention)
         return d
 
 
@@ -54,10 +67,35 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([args.sin(), args.cos()], dim=1)
 
 
-class ResBlock(nn.Module):
-    """Two 3x3 convolutions with GroupNorm; the embedding scales and shifts the middle features."""
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map, as a residual branch."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int) -> None:
+    def __init__(self, channels: int, groups: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
+        )
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with GroupNorm; the embedding scales and shifts the middle features.
+
+    With ``attention``, self-attention over the block's output follows, so that distant pixels
+    of a small feature map can agree (on an outline's colour, say).
+    """
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, attention: bool = False):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
@@ -68,19 +106,25 @@ class ResBlock(nn.Module):
         # Start each block as the identity so a deep net trains stably from the first step.
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
+        # Only present when used, so that weights saved without attention load unchanged.
+        if attention:
+            self.attn = SelfAttention(cout, groups)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
-        return self.skip(x) + self.conv2(F.silu(h))
+        h = self.skip(x) + self.conv2(F.silu(h))
+        return self.attn(h) if hasattr(self, "attn") else h
 
 
 class ContextUnet(nn.Module):
-    """Predicts eps from (x_t, t, context): ``model(x, t, context) -> eps``.
+    """Predicts the noise from (x_t, t, context): ``model(x, t, context) -> eps`` (or v).
 
     x is (n, C, H, W) in about [-1, 1], t a float tensor (n,) of timesteps in [0, T] and context
     (n, num_labels) label weights: one-hot for a label, a mix for blends, all zeros for none.
+    With ``config.self_condition``, ``x0_prev`` (n, C, H, W) is the previous x0 estimate
+    (zeros, the default, for none). ``config.prediction`` says whether the output is eps or v.
     """
 
     def __init__(self, config: UnetConfig | None = None, **kwargs) -> None:
@@ -91,13 +135,14 @@ class ContextUnet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.label_emb = nn.Linear(c.num_labels, e, bias=False)
         self.null_emb = nn.Parameter(torch.zeros(e))
-        self.stem = nn.Conv2d(c.in_channels, ch[0], 3, padding=1)
+        stem_in = 2 * c.in_channels if c.self_condition else c.in_channels
+        self.stem = nn.Conv2d(stem_in, ch[0], 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, cin = [], ch[0]
         for level, cout in enumerate(ch):
             for _ in range(c.blocks_per_level):
-                self.down.append(ResBlock(cin, cout, e, c.groups))
+                self.down.append(ResBlock(cin, cout, e, c.groups, level in c.attention))
                 skips.append(cout)
                 cin = cout
             if level < len(ch) - 1:
@@ -115,7 +160,7 @@ class ContextUnet(nn.Module):
         self.up = nn.ModuleList()
         for level, cout in reversed(list(enumerate(ch))):
             for _ in range(c.blocks_per_level):
-                self.up.append(ResBlock(cin + skips.pop(), cout, e, c.groups))
+                self.up.append(ResBlock(cin + skips.pop(), cout, e, c.groups, level in c.attention))
                 cin = cout
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
@@ -132,8 +177,12 @@ class ContextUnet(nn.Module):
         missing = (1 - context.sum(dim=1, keepdim=True)).clamp(min=0)
         return temb + self.label_emb(context) + missing * self.null_emb
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, context: Tensor, x0_prev: Tensor | None = None
+    ) -> Tensor:
         emb = self.embed(t, context)
+        if self.config.self_condition:
+            x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x)], dim=1)
         h = self.stem(x)
         skips = []
         for layer in self.down:

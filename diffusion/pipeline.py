@@ -20,10 +20,10 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from . import objectives, render
 from .device import configure_cpu_threads, default_device
 from .hub import resolve_model_dir
 from .model import ContextUnet, UnetConfig
-from .render import to_uint8
 from .samplers import SAMPLERS
 from .schedules import Schedule
 
@@ -70,6 +70,8 @@ class SpritePipeline:
         self.defaults = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 1.0, "spacing": "uniform"}
         self.defaults.update(defaults or {})
         self.config: dict[str, Any] = {}  # the whole config.json of a loaded model
+        # The training data's colours, (k, 3) uint8, for the palette stage (palette="data").
+        self.palette: np.ndarray | None = None
 
     @property
     def samplers(self) -> list[str]:
@@ -100,6 +102,8 @@ class SpritePipeline:
             defaults=config.get("sampling"),
         )
         pipe.config = config
+        if "palette" in config:
+            pipe.palette = render.palette_from_hex(config["palette"])
         return pipe
 
     def save_pretrained(
@@ -116,6 +120,9 @@ class SpritePipeline:
             "schedule": self.schedule.to_config(),
             "labels": self.labels,
             "sampling": self.defaults,
+            **(
+                {"palette": render.palette_to_hex(self.palette)} if self.palette is not None else {}
+            ),
             **(extra or {}),
         }
         _atomic_write(folder / "config.json", json.dumps(config, indent=2).encode())
@@ -172,23 +179,36 @@ class SpritePipeline:
         """eps(x, sigma) in the sigma view, with batched classifier-free guidance.
 
         ``timestep`` maps the sigmas a sampler walks to their timesteps, so that the usual case
-        is a lookup rather than an inversion of the schedule.
+        is a lookup rather than an inversion of the schedule. A v-predicting network's output is
+        turned into eps; a self-conditioned one is fed its previous x0 estimate.
         """
         guided = guidance != 1 and bool(context.any())
         if guided:
             context = torch.cat([context, torch.zeros_like(context)])
+        config = getattr(self.model, "config", None)
+        prediction = getattr(config, "prediction", "eps")
+        self_condition = getattr(config, "self_condition", False)
+        x0_prev: Tensor | None = None
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            model_in = x / (1 + sigma**2).sqrt()
+            nonlocal x0_prev
+            model_in = objectives.vp_input(x, sigma)
             if guided:
                 model_in = torch.cat([model_in, model_in])
             s = float(sigma)
             t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
             t = torch.full((len(model_in),), t, device=self.device)
-            eps = self.model(model_in, t, context).float()
+            extra = {}
+            if self_condition:
+                prev = torch.zeros_like(x) if x0_prev is None else x0_prev
+                extra["x0_prev"] = torch.cat([prev, prev]) if guided else prev
+            out = self.model(model_in, t, context, **extra).float()
+            eps = objectives.eps_from_output(prediction, out, model_in, 1 / (1 + sigma**2))
             if guided:
                 cond, uncond = eps.chunk(2)
                 eps = uncond + guidance * (cond - uncond)
+            if self_condition:
+                x0_prev = (x - sigma * eps).clamp(-1, 1)
             return eps
 
         return denoise
@@ -204,8 +224,12 @@ class SpritePipeline:
         seed: int | None = None,
         eta: float | None = None,
         spacing: str | None = None,
+        palette: render.Palette = None,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
+
+        ``palette`` is the output stage of the last frame (see ``render.apply_palette``): None
+        for the raw pixels, "data" to snap to the training palette, or k colours per sprite.
 
         The same seed gives the same pixels: all noise comes from a CPU generator, so a seed
         means the same on every device. ``seed=None`` draws one (see ``Frame.seed``).
@@ -219,6 +243,7 @@ class SpritePipeline:
             raise ValueError(f"seed must be an integer, got {seed!r}")
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        render.check_palette(palette, self.palette)
         spec = SAMPLERS[sampler]
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
 
@@ -237,8 +262,11 @@ class SpritePipeline:
         denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
         steps_iter = spec.fn(denoise, x, sig, noise, **options)
         for i, (x, x0) in enumerate(steps_iter, start=1):
-            vp = x / (1 + sig[i] ** 2).sqrt()
-            yield Frame(i, steps, ts[i], to_uint8(vp), to_uint8(x0), int(seed))
+            x_img, x0_img = render.to_uint8(objectives.vp_input(x, sig[i])), render.to_uint8(x0)
+            if i == steps:
+                x_img = render.apply_palette(x_img, palette, self.palette)
+                x0_img = render.apply_palette(x0_img, palette, self.palette)
+            yield Frame(i, steps, ts[i], x_img, x0_img, int(seed))
 
     def generate(self, context: Context = None, n: int = 1, **options: Any) -> np.ndarray:
         """Sample ``n`` sprites: uint8 (n, H, W, 3). Options as for :meth:`stream`."""

@@ -3,6 +3,11 @@
 Values map to pixels with clamp((x + 1) / 2) for every frame alike (never a per-frame min/max
 stretch, which makes noise look like signal), and enlarging is nearest-neighbour only, so one
 sprite pixel stays one sharp square.
+
+The optional palette stage makes the output pixel-perfect: pixel artists work in a fixed
+palette, so ``apply_palette`` snaps each pixel to the nearest colour of the training palette
+(nearest in OKLab, where distance follows perceived difference) or reduces each sprite to at
+most k colours with Pillow's quantiser.
 """
 
 from __future__ import annotations
@@ -21,6 +26,97 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(n, C, H, W) values in [-1, 1] -> (n, H, W, C) uint8, clamping what lies outside."""
     pixels = ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+Palette = str | int | None  # None (raw), "data" (the training palette) or k colours
+# A colour joins the training palette when it covers at least this share of all pixels; rarer
+# ones are alpha-blend leftovers of the source tiles, not colours an artist chose.
+PALETTE_MIN_SHARE = 1e-4
+
+
+def data_palette(images: np.ndarray, min_share: float = PALETTE_MIN_SHARE) -> np.ndarray:
+    """The palette of (n, H, W, 3) uint8 sprites: (k, 3) uint8, most frequent colour first."""
+    colours, counts = np.unique(np.asarray(images).reshape(-1, 3), axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    keep = counts[order] >= max(1, min_share * counts.sum())
+    return colours[order][keep].astype(np.uint8)
+
+
+def palette_to_hex(palette: np.ndarray) -> list[str]:
+    return ["#{:02x}{:02x}{:02x}".format(*map(int, c)) for c in palette]
+
+
+def palette_from_hex(colours: Sequence[str]) -> np.ndarray:
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colours], np.uint8)
+
+
+def to_oklab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (..., 3) -> OKLab (..., 3) float (Ottosson 2020): L in [0, 1]."""
+    c = np.asarray(rgb, np.float64) / 255
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    lms = linear @ np.array(
+        [
+            [0.4122214708, 0.2119034982, 0.0883024619],
+            [0.5363325363, 0.6806995451, 0.2817188376],
+            [0.0514459929, 0.1073969566, 0.6299787005],
+        ]
+    )
+    return np.cbrt(lms) @ np.array(
+        [
+            [0.2104542553, 1.9779984951, 0.0259040371],
+            [0.7936177850, -2.4285922050, 0.7827717662],
+            [-0.0040720468, 0.4505937099, -0.8086757660],
+        ]
+    )
+
+
+def snap_to_palette(images: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Replace every pixel of uint8 ``images`` by its nearest ``palette`` colour in OKLab."""
+    images, palette = np.asarray(images), np.asarray(palette, np.uint8)
+    colours, inverse = np.unique(images.reshape(-1, 3), axis=0, return_inverse=True)
+    # Distances over distinct colours only: a sheet of sprites has a few hundred, not 16k.
+    dist = ((to_oklab(colours)[:, None] - to_oklab(palette)[None]) ** 2).sum(-1)
+    return palette[dist.argmin(1)][inverse.reshape(-1)].reshape(images.shape)
+
+
+def reduce_colours(images: np.ndarray, k: int) -> np.ndarray:
+    """Reduce each (H, W, 3) uint8 sprite to at most ``k`` colours (Pillow's median cut)."""
+    images = np.asarray(images)
+    out = np.empty_like(images)
+    for i, sprite in enumerate(images.reshape(-1, *images.shape[-3:])):
+        quantised = Image.fromarray(sprite).quantize(
+            colors=k, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+        out.reshape(-1, *images.shape[-3:])[i] = np.asarray(quantised.convert("RGB"))
+    return out
+
+
+def check_palette(palette: Palette, data_colours: np.ndarray | None = None) -> None:
+    """Raise ValueError unless ``palette`` is a valid palette-stage choice."""
+    if palette is None:
+        return
+    if isinstance(palette, str):
+        if palette != "data":
+            raise ValueError(f"palette must be None, 'data' or a colour count, got {palette!r}")
+        if data_colours is None or len(data_colours) == 0:
+            raise ValueError("palette='data' needs a model with a training palette")
+    elif isinstance(palette, bool) or not isinstance(palette, (int, np.integer)):
+        raise ValueError(f"palette must be None, 'data' or a colour count, got {palette!r}")
+    elif not 2 <= palette <= 256:
+        raise ValueError(f"a palette colour count must be between 2 and 256, got {palette}")
+
+
+def apply_palette(
+    images: np.ndarray, palette: Palette, data_colours: np.ndarray | None = None
+) -> np.ndarray:
+    """The palette stage: ``None`` leaves uint8 sprites as they are, ``"data"`` snaps them to
+    ``data_colours`` (a model's training palette), an int k leaves at most k colours a sprite."""
+    check_palette(palette, data_colours)
+    if palette is None:
+        return images
+    if isinstance(palette, str):
+        return snap_to_palette(images, data_colours)
+    return reduce_colours(images, int(palette))
 
 
 def grid(
@@ -69,5 +165,7 @@ def save_gif(
         raise ValueError("a GIF needs at least one frame")
     durations = [frame_ms] * (len(frames) - 1) + [max(hold_ms, frame_ms)]
     stack = np.stack([np.asarray(f.convert("RGB")) for f in frames])
-    iio.imwrite(path, stack, extension=".gif", duration=durations, loop=loop)
+    # Pillow takes a list of durations for an animation but only a number for a single frame.
+    duration = durations if len(frames) > 1 else durations[0]
+    iio.imwrite(path, stack, extension=".gif", duration=duration, loop=loop)
     return os.fspath(path)

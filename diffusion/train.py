@@ -27,9 +27,9 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from . import render
+from . import objectives, render
 from .card import write_model_card
-from .data import SpriteDataset, load_dataset
+from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, SpriteDataset, load_dataset
 from .device import default_device
 from .hub import push_to_hub
 from .model import ContextUnet, UnetConfig
@@ -62,8 +62,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="class sampling weight ~ count^-balance per sprite: 0 natural, 1 fully balanced",
     )
+    p.add_argument(
+        "--split",
+        choices=["all", "train"],
+        default="all",
+        help="'train' holds out the evaluator's split (diffusion.evaluate) for honest measurement",
+    )
     p.add_argument("--channels", default="64,128,128", help="channels per U-Net level")
     p.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
+    p.add_argument(
+        "--attention",
+        default="",
+        help="U-Net levels with self-attention, e.g. '1,2' (8x8 and 4x4 at 16px); '' for none",
+    )
+    p.add_argument("--prediction", choices=["eps", "v"], default="eps", help="network target")
+    p.add_argument(
+        "--min-snr",
+        type=float,
+        default=None,
+        metavar="GAMMA",
+        help="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); off by default",
+    )
+    p.add_argument(
+        "--self-cond",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="self-conditioning on the previous x0 estimate, used in training with probability P "
+        "(Chen et al. 2023 use 0.5); 0 = off",
+    )
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
     p.add_argument("--T", type=int, default=500, help="diffusion steps of the schedule")
     p.add_argument("--seed", type=int, default=0)
@@ -121,6 +148,9 @@ class Trainer:
             channels=channels,
             blocks_per_level=args.blocks,
             T=args.T,
+            prediction=args.prediction,
+            attention=tuple(int(level) for level in args.attention.split(",") if level.strip()),
+            self_condition=args.self_cond > 0,
         )
         self.model = ContextUnet(config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
@@ -167,12 +197,21 @@ class Trainer:
             noise = torch.randn(x0.shape, generator=g)
             # sqrt(1 - abar) * noise: the forward process the course gets wrong.
             xt = self.schedule.q_sample(x0, t, noise)
-            xt, noise, context, t = (v.to(self.device) for v in (xt, noise, context, t))
+            abar = self.schedule.alpha_bar(t).float()
+            target = objectives.training_target(a.prediction, x0, noise, abar)
+            weight = objectives.loss_weight(a.prediction, abar / (1 - abar), a.min_snr)
+            self_cond = torch.rand(len(x0), generator=g) < a.self_cond
+            xt, target, weight, context, t, abar, self_cond = (
+                v.to(self.device) for v in (xt, target, weight, context, t, abar, self_cond)
+            )
             xt = xt.contiguous(memory_format=self.memory_format)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, a)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
-                loss = F.mse_loss(self.forward(xt, t, context).float(), noise)
+                x0_prev = self.x0_estimate(xt, t, context, abar, self_cond) if a.self_cond else None
+                out = self.forward(xt, t, context, x0_prev).float()
+                per_row = (out - target).square().mean(dim=(1, 2, 3))
+                loss = (weight * per_row).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -183,6 +222,14 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         return float(np.mean(losses))
+
+    @torch.no_grad()
+    def x0_estimate(self, xt, t, context, abar, use) -> torch.Tensor:
+        """Self-conditioning input: the network's own x0 estimate for rows in ``use``, else 0."""
+        out = self.forward(xt, t, context).float()
+        eps = objectives.eps_from_output(self.args.prediction, out, xt, abar)
+        x0 = objectives.x0_from_eps(xt, eps, abar).clamp(-1, 1)
+        return torch.where(use[:, None, None, None], x0, torch.zeros_like(x0))
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -234,6 +281,7 @@ class Trainer:
     def export(self) -> SpritePipeline:
         """Make the run folder a loadable model holding the EMA weights."""
         pipe = self.pipeline()
+        pipe.palette = render.data_palette(self.data.images)
         a = self.args
         recipe = {
             k: v for k, v in vars(a).items() if k not in ("data", "out", "resume", "push_to_hub")
@@ -277,6 +325,8 @@ def _drop_rows_after(log_path: Path, epoch: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     data = load_dataset(args.data)
+    if args.split == "train":
+        data = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)[0]
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(args, data)
     log_path = args.out / "loss.csv"

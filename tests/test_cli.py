@@ -67,3 +67,16 @@ def test_sample_command_reports_bad_input(tiny_pipe, tmp_path):
     )
     assert done.returncode == 2 and "unknown label 'dragon'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_one_step_and_a_palette(tiny_pipe, tmp_path, capsys):
+    from diffusion.__main__ import main
+
+    tiny_pipe.palette = np.array([[255, 255, 255], [0, 0, 0]], np.uint8)
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    gif, png = tmp_path / "one.gif", tmp_path / "one.png"
+    model = ["--model", str(tmp_path / "m"), "--steps", "1", "--n", "2", "--scale", "1"]
+    main(["sample", *model, "--gif", str(gif), "--png", str(png), "--palette", "data"])
+    assert iio.imread(gif, index=None).shape[0] == 1
+    colours = np.unique(np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3), axis=0)
+    assert {tuple(c) for c in colours} <= {(255, 255, 255), (0, 0, 0)}

@@ -14,12 +14,16 @@ from diffusion.data import SpriteDataset, load_dataset
 from diffusion.evaluate import (
     COPY_MAX_SHARE,
     balanced_indices,
+    colours_per_sprite,
     evaluate,
+    evaluate_palettes,
+    flat_pair_share,
     format_report,
     frechet_distance,
     load_or_train_classifier,
     main,
     near_copies,
+    palette_distance,
     train_classifier,
 )
 
@@ -73,6 +77,72 @@ def test_frechet_of_identical_and_shifted_sets() -> None:
 def test_frechet_rejects_mismatched_features() -> None:
     with pytest.raises(ValueError, match="feature sets"):
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+
+
+# --- crispness -------------------------------------------------------------------------------
+
+
+def test_crispness_of_known_images() -> None:
+    flat = np.full((1, 8, 8, 3), 90, np.uint8)
+    assert colours_per_sprite(flat).tolist() == [1]
+    assert flat_pair_share(flat).tolist() == [1.0]
+    # A checkerboard of two far colours: 2 colours, no flat pair.
+    checker = np.where((np.indices((8, 8)).sum(0) % 2 == 0)[..., None], 0, 255)
+    checker = checker.astype(np.uint8).repeat(3, -1)[None]
+    assert colours_per_sprite(checker).tolist() == [2]
+    assert flat_pair_share(checker).tolist() == [0.0]
+    # Left half and right half: 8 of the 112 neighbour pairs cross the edge.
+    halves = flat.copy()
+    halves[:, :, 4:] = 200
+    assert flat_pair_share(halves)[0] == pytest.approx(104 / 112)
+    # Speckle within the tolerance merges into one colour and stays flat.
+    speckled = flat + np.random.default_rng(0).integers(0, 6, flat.shape).astype(np.uint8)
+    assert colours_per_sprite(speckled).tolist() == [1]
+    assert flat_pair_share(speckled).tolist() == [1.0]
+    assert colours_per_sprite(speckled, tolerance=0)[0] > 10
+
+
+def test_palette_distance() -> None:
+    palette = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    images[1] = (3, 4, 0)  # 5 away from black
+    assert palette_distance(images, palette).tolist() == pytest.approx([0.0, 5.0])
+
+
+def test_crispness_report_and_seed_means(tmp_path: Path) -> None:
+    data = synthetic_sprites(n_per_label=20)
+    train, _ = data.split(holdout=0.2, seed=0)
+
+    class NoisyCopies:
+        """Training sprites of the requested label with speckle: crisp data made noisy."""
+
+        labels, resolution = LABELS, 8
+        palette = None
+
+        def generate(self, context: str, n: int, seed: int = 0, **_: object) -> np.ndarray:
+            rng = np.random.default_rng(seed)
+            sprites = train.images[train.labels == LABELS.index(context)][:n].astype(int)
+            return np.clip(sprites + rng.integers(-20, 21, sprites.shape), 0, 255).astype(np.uint8)
+
+    pipe = NoisyCopies()
+    reports = evaluate_palettes(
+        pipe, data, [None, 3], n_per_label=8, seed=[0, 1], cache_dir=tmp_path
+    )
+    raw, reduced = reports["raw"], reports["3"]
+    crisp = raw["crispness"]
+    assert crisp["colours_per_sprite"]["real_heldout"] <= 3  # the synthetic sprites are flat
+    assert crisp["colours_per_sprite"]["ratio"] > 3  # speckle makes many colours
+    assert crisp["flat_pairs"]["ratio"] < 0.5
+    assert crisp["palette_distance"]["generated"] > 5
+    assert reduced["crispness"]["colours_per_sprite"]["generated"] <= 3
+    assert reduced["crispness"]["flat_pairs"]["ratio"] > crisp["flat_pairs"]["ratio"]
+    # Two seeds: the report is their mean, and each seed's headline figures are kept.
+    assert raw["seed"] == [0, 1] and set(raw["per_seed"]) == {"0", "1"}
+    per_seed = [raw["per_seed"][s]["frechet_ratio"] for s in ("0", "1")]
+    assert raw["frechet_distance"]["ratio"] == pytest.approx(np.mean(per_seed))
+    single = evaluate(pipe, data, n_per_label=8, seed=1, cache_dir=tmp_path)
+    assert single["frechet_distance"]["ratio"] == pytest.approx(per_seed[1])
+    assert "colours per sprite" in format_report(raw) and "per seed" in format_report(raw)
 
 
 # --- near copies -----------------------------------------------------------------------------

@@ -173,3 +173,23 @@ def test_schedule_travels_with_the_pipeline(tiny_pipe, tmp_path):
     tiny_pipe.schedule = Schedule.cosine(T=100)
     tiny_pipe.save_pretrained(tmp_path / "cos")
     assert SpritePipeline.from_pretrained(tmp_path / "cos").schedule.kind == "cosine"
+
+
+def test_palette_stage_applies_to_the_last_frame(tiny_pipe, tmp_path):
+    palette = np.array([[255, 255, 255], [0, 0, 0], [200, 40, 40]], np.uint8)
+    tiny_pipe.palette = palette
+    frames = list(tiny_pipe.stream("a", n=3, steps=4, seed=1, palette="data"))
+    colours = {tuple(c) for c in frames[-1].x.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in palette}
+    raw = tiny_pipe.generate("a", n=3, steps=4, seed=1)
+    assert len({tuple(c) for c in raw.reshape(-1, 3)}) > 3  # the stage did the work
+    # Earlier frames stream unchanged; k colours per sprite also works.
+    assert np.array_equal(frames[0].x, next(tiny_pipe.stream("a", n=3, steps=4, seed=1)).x)
+    for sprite in tiny_pipe.generate("a", n=3, steps=4, seed=1, palette=2):
+        assert len(np.unique(sprite.reshape(-1, 3), axis=0)) <= 2
+    # The palette travels with the model folder.
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    assert SpritePipeline.from_pretrained(tmp_path / "m").palette.tolist() == palette.tolist()
+    tiny_pipe.palette = None
+    with pytest.raises(ValueError, match="training palette"):
+        tiny_pipe.generate("a", steps=2, palette="data")

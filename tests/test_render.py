@@ -55,3 +55,65 @@ def test_png_is_lossless(tmp_path):
     img = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     path = render.save_png(img, tmp_path / "a.png")
     np.testing.assert_array_equal(np.asarray(Image.open(path)), np.asarray(img))
+
+
+# --- the palette stage -------------------------------------------------------------------------
+
+PALETTE = np.array([[255, 255, 255], [20, 12, 28], [211, 69, 73], [109, 170, 44]], np.uint8)
+
+
+def noisy_palette_sprites(n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    clean = PALETTE[rng.integers(0, len(PALETTE), (n, 16, 16))]
+    noisy = np.clip(clean.astype(int) + rng.integers(-10, 11, clean.shape), 0, 255)
+    return clean, noisy.astype(np.uint8)
+
+
+def test_data_palette_keeps_the_frequent_colours_in_order():
+    clean, _ = noisy_palette_sprites(60)
+    clean[0, 0, 0] = (1, 2, 3)  # one stray pixel of 15,360: below the share threshold
+    pal = render.data_palette(clean)
+    assert {tuple(c) for c in pal} == {tuple(c) for c in PALETTE}
+    counts = [(clean.reshape(-1, 3) == c).all(1).sum() for c in pal]
+    assert counts == sorted(counts, reverse=True)
+    assert render.palette_from_hex(render.palette_to_hex(pal)).tolist() == pal.tolist()
+
+
+def test_snapping_lands_every_pixel_on_the_palette():
+    clean, noisy = noisy_palette_sprites()
+    snapped = render.apply_palette(noisy, "data", PALETTE)
+    assert snapped.dtype == np.uint8 and snapped.shape == noisy.shape
+    # Noise of at most 10 per channel is far smaller than the gaps of this palette.
+    assert np.array_equal(snapped, clean)
+    odd = np.array([[[[250, 200, 200]]]], np.uint8)  # a pink nearer to white than to red
+    assert render.apply_palette(odd, "data", PALETTE)[0, 0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_k_colours_means_at_most_k(k):
+    _, noisy = noisy_palette_sprites()
+    reduced = render.apply_palette(noisy, k)
+    for sprite in reduced:
+        assert len(np.unique(sprite.reshape(-1, 3), axis=0)) <= k
+    # The reduction stays close to the sprite: each pixel moves by less than a palette gap.
+    if k >= len(PALETTE):
+        assert np.abs(reduced.astype(int) - noisy.astype(int)).max() <= 20
+
+
+def test_palette_choices_are_checked():
+    _, noisy = noisy_palette_sprites(1)
+    assert render.apply_palette(noisy, None) is noisy
+    for bad, message in [("neon", "palette must be"), (1, "between 2 and 256"), (True, "must be")]:
+        with pytest.raises(ValueError, match=message):
+            render.apply_palette(noisy, bad, PALETTE)
+    with pytest.raises(ValueError, match="training palette"):
+        render.apply_palette(noisy, "data", None)
+
+
+def test_a_one_frame_gif(tmp_path):
+    # steps = 1, or Stop during the first step, leaves one frame: still a valid GIF.
+    sprite = np.full((4, 4, 3), (10, 200, 30), np.uint8)
+    path = render.save_gif([render.grid(sprite, scale=2)], tmp_path / "one.gif", hold_ms=700)
+    frames = iio.imread(path, index=None)
+    assert frames.shape[0] == 1 and frames[0, 0, 0, :3].tolist() == [10, 200, 30]
+    assert iio.immeta(path)["duration"] == 700

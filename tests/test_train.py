@@ -157,3 +157,35 @@ def test_push_to_hub_uploads_the_folder(data_dir, tmp_path, monkeypatch):
     train.main(args(data_dir, out, "--epochs", "1", "--push-to-hub", "me/sprites"))
     assert calls[0] == ("create", "me/sprites")
     assert calls[1][0] == "upload" and {"config.json", "model.safetensors"} <= set(calls[1][2])
+
+
+def test_training_levers_reach_the_shipped_model(data_dir, tmp_path):
+    out = tmp_path / "levers"
+    levers = ["--prediction", "v", "--min-snr", "5", "--attention", "1", "--self-cond", "0.5"]
+    train.main(
+        args(data_dir, out, "--epochs", "2", "--sample-every", "9", "--split", "train", *levers)
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["prediction"] == "v"
+    assert config["model"]["attention"] == [1]
+    assert config["model"]["self_condition"] is True
+    recipe = config["training"]["recipe"]
+    assert (recipe["min_snr"], recipe["self_cond"], recipe["split"]) == (5.0, 0.5, "train")
+    # --split train leaves out the evaluator's held-out sprites: 48 -> 39 (3 labels x 13).
+    assert sum(config["training"]["data"]["counts"].values()) == 39
+    assert len(config["palette"]) >= 3  # the training palette ships with the model
+    pipe = SpritePipeline.from_pretrained(out)
+    assert pipe.model.config.self_condition and pipe.model.config.prediction == "v"
+    assert pipe.generate("x", n=2, steps=3, seed=0, palette="data").shape == (2, 8, 8, 3)
+    losses = [float(r["loss"]) for r in csv.DictReader((out / "loss.csv").open())]
+    assert all(np.isfinite(losses))
+
+
+def test_min_snr_changes_the_loss(data_dir, tmp_path):
+    losses = {}
+    for name, extra in {"plain": [], "min_snr": ["--min-snr", "1"]}.items():
+        out = tmp_path / name
+        train.main(args(data_dir, out, "--epochs", "1", "--sample-every", "9", *extra))
+        losses[name] = float(next(csv.DictReader((out / "loss.csv").open()))["loss"])
+    # Min-SNR with gamma 1 weighs every step with SNR > 1 down: the eps loss can only shrink.
+    assert losses["min_snr"] < losses["plain"]
