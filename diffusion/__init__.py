@@ -3,6 +3,16 @@
 from .model import ContextUnet, UnetConfig
 from .pipeline import Frame, SpritePipeline
 from .samplers import SAMPLERS
-from .schedules import Schedule
+from .schedules import SCHEDULES, Schedule, make_schedule, schedule_curves
 
-__all__ = ["SAMPLERS", "ContextUnet", "Frame", "Schedule", "SpritePipeline", "UnetConfig"]
+__all__ = [
+    "SAMPLERS",
+    "SCHEDULES",
+    "ContextUnet",
+    "Frame",
+    "Schedule",
+    "SpritePipeline",
+    "UnetConfig",
+    "make_schedule",
+    "schedule_curves",
+]

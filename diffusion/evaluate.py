@@ -116,8 +116,7 @@ class SpriteClassifier(nn.Module):
     @staticmethod
     def prepare(images: np.ndarray) -> Tensor:
         """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        return x.float() / 127.5 - 1.0
+        return render.to_tensor(images)
 
     def features(self, x: Tensor) -> Tensor:
         return self.body(x)

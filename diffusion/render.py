@@ -28,6 +28,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(n, H, W, C) or (H, W, C) uint8 -> (n, C, H, W) float in [-1, 1]: to_uint8 undone."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x[None] if x.ndim == 3 else x
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 Palette = str | int | None  # None (raw), "data" (the training palette) or k colours
 # A colour joins the training palette when it covers at least this share of all pixels; rarer
 # ones are alpha-blend leftovers of the source tiles, not colours an artist chose.

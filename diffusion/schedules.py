@@ -17,8 +17,34 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+# The named schedules, each a classmethod of Schedule taking T (and its own parameters).
+SCHEDULES = ("linear", "cosine", "quadratic")
+
+
+def make_schedule(kind: str, T: int) -> Schedule:
+    """The named schedule ``kind`` (one of SCHEDULES) over T steps, with its usual parameters."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule kind {kind!r}; know {SCHEDULES}")
+    return getattr(Schedule, kind)(T=T)
+
+
+def schedule_curves(T: int, points: int = 200) -> dict[str, dict[str, np.ndarray]]:
+    """alpha_bar(t) and log10 SNR(t) of every named schedule at ``points`` timesteps in [1, T]
+    (t = 0 is left out: its SNR is infinite), for plotting."""
+    t = torch.linspace(1, T, points, dtype=torch.float64)
+    curves = {}
+    for kind in SCHEDULES:
+        schedule = make_schedule(kind, T)
+        curves[kind] = {
+            "t": t.numpy(),
+            "alpha_bar": schedule.alpha_bar(t).numpy(),
+            "log10 SNR": torch.log10(schedule.snr(t)).numpy(),
+        }
+    return curves
 
 
 class Schedule:
@@ -62,13 +88,12 @@ class Schedule:
     def from_config(cls, config: dict[str, Any]) -> Schedule:
         """Rebuild a schedule saved with :meth:`to_config`."""
         params = {k: v for k, v in config.items() if k != "kind"}
-        builders = {"linear": cls.linear, "quadratic": cls.quadratic, "cosine": cls.cosine}
-        if config.get("kind") not in builders:
-            raise ValueError(f"unknown schedule kind {config.get('kind')!r}; know {list(builders)}")
-        return builders[config["kind"]](**params)
+        if config.get("kind") not in SCHEDULES:
+            raise ValueError(f"unknown schedule kind {config.get('kind')!r}; know {SCHEDULES}")
+        return getattr(cls, config["kind"])(**params)
 
     def to_config(self) -> dict[str, Any]:
-        if self.kind not in ("linear", "quadratic", "cosine"):
+        if self.kind not in SCHEDULES:
             raise ValueError("only the named schedules can be saved to a config")
         return {"kind": self.kind, **self.params}
 

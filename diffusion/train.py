@@ -34,7 +34,7 @@ from .device import default_device
 from .hub import push_to_hub
 from .model import ContextUnet, UnetConfig
 from .pipeline import SpritePipeline
-from .schedules import Schedule
+from .schedules import SCHEDULES, make_schedule
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="self-conditioning on the previous x0 estimate, used in training with probability P "
         "(Chen et al. 2023 use 0.5); 0 = off",
     )
-    p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic"])
+    p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=500, help="diffusion steps of the schedule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-every", type=int, default=25, help="epochs between sample sheets")
@@ -141,7 +141,7 @@ class Trainer:
         self.amp = args.amp == "on" or (args.amp == "auto" and cuda)
         torch.manual_seed(args.seed)
         channels = tuple(int(c) for c in args.channels.split(","))
-        self.schedule = getattr(Schedule, args.schedule)(T=args.T)
+        self.schedule = make_schedule(args.schedule, args.T)
         config = UnetConfig(
             num_labels=data.num_labels,
             resolution=data.resolution,
@@ -169,9 +169,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(data) / args.batch_size)
         self.total_steps = self.steps_per_epoch * args.epochs
         self.weights = sampling_weights(data.labels, args.balance)
-        self.images = torch.as_tensor(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        self.images = render.to_tensor(data.images)
         alt = data.alt_images if data.alt_images is not None else data.images
-        self.alt = torch.as_tensor(alt).permute(0, 3, 1, 2).float() / 127.5 - 1
+        self.alt = render.to_tensor(alt)
         self.labels = torch.as_tensor(data.labels)
 
     # -- one epoch ------------------------------------------------------------------------------
