@@ -40,11 +40,13 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; }
 #status { min-height: 2.5em; }
-/* Every tab stays in view on a phone: the tab bar wraps instead of folding tabs into a menu. */
-.tab-wrapper, .tab-container { flex-wrap: wrap !important; height: auto !important; }
-.tab-container button { flex: 0 0 auto; }
-.overflow-menu { display: none !important; }
-#model-info { min-width: 260px; }
+.caption p { margin: 0 !important; }
+/* Every tab stays in view on a phone: narrow tab buttons and page margins, so that Gradio has
+   no tab to fold into its "more tabs" menu. */
+.tab-container button { padding: 0 10px !important; }
+@media (max-width: 640px) {
+  .gradio-container { padding-left: 8px !important; padding-right: 8px !important; }
+}
 """
 
 

@@ -263,7 +263,10 @@ class Trainer:
         os.replace(tmp, path)
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.args.out / "checkpoint.pt", map_location=self.device)
+        # weights_only: a checkpoint is data, never code; a pickled object in it is refused.
+        state = torch.load(
+            self.args.out / "checkpoint.pt", map_location=self.device, weights_only=True
+        )
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])

@@ -328,6 +328,9 @@ def test_one_session_cannot_take_the_queue(studio: ctx.Studio):
     studio.click(you)  # others are not affected
     run(studio, steps=2, n=1, request=me)  # a finished run frees a place
     studio.click(me)
+    with pytest.raises(gr.Error, match="Steps"):
+        run(studio, steps=0, request=me)  # and so does a refused one
+    studio.click(me)
 
 
 def test_a_live_run_keeps_its_folder(tmp_path: Path):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -35,6 +37,8 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
 )
 
+SHOTS = Path(os.environ.get("SCREENSHOTS", tempfile.gettempdir()))
+
 # Records every text the status line shows, so the test can see the live progress stream by.
 WATCH_STATUS = """() => {
     window.statuses = [];
@@ -56,15 +60,26 @@ def url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(url: str):
+def browser():
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_selector("#generate")
-        yield page
+        yield browser
         browser.close()
+
+
+def open_page(browser, url: str, width: int, height: int):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#generate")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, url: str):
+    page = open_page(browser, url, 1280, 1000)
+    yield page
+    page.close()
 
 
 def shown_gif(page) -> Image.Image:
@@ -76,22 +91,80 @@ def shown_gif(page) -> Image.Image:
     return Image.open(io.BytesIO(body))
 
 
+def wait_status(page, prefix: str) -> str:
+    page.wait_for_function(
+        "p => document.querySelector('#status').innerText.startsWith(p)", arg=prefix
+    )
+    return page.inner_text("#status")
+
+
+def no_error_pills(page) -> None:
+    """Gradio stamps "Error" over outputs when a handler raises; ours never do."""
+    assert page.locator(".error:visible").count() == 0
+    assert "Error" not in page.inner_text("#status")
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
+def test_generate_is_in_view_on_load(browser, url: str, width: int, height: int, tmp_path):
+    page = open_page(browser, url, width, height)
+    page.screenshot(path=tmp_path / "load.png")
+    with Image.open(tmp_path / "load.png") as shot:
+        assert shot.size == (width, height)
+    box = page.locator("#generate").bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
+    # Every tab is a visible button, not folded into a menu; the dice button says what it does.
+    for title in ("Generate", "Forward", "Compare"):
+        tab = page.get_by_role("tab", name=title)
+        assert tab.is_visible(), title
+        tab_box = tab.bounding_box()
+        assert tab_box["x"] >= 0 and tab_box["x"] + tab_box["width"] <= width, title
+    page.get_by_text("Options", exact=True).click()
+    assert "Random" in page.inner_text("#dice")
+    page.screenshot(path=SHOTS / f"load-{width}x{height}.png", full_page=True)
+    page.close()
+
+
 def test_generate_shows_the_animation(page):
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#status').innerText.startsWith('done:')")
+    wait_status(page, "done:")
     gif = shown_gif(page)
     # The defaults: 16 sprites in a 4x4 grid, 1 px gaps, enlarged 8x; dpmpp_2m in 20 steps.
     assert gif.size == (536, 536) and gif.n_frames == 20
     assert page.get_attribute("#live img", "src").endswith(".png")  # lossless, not WebP
 
 
+def test_one_step_and_a_refused_input(page):
+    steps = page.locator("#steps input")
+    steps.fill("1")
+    steps.press("Enter")
+    page.click("#generate")
+    assert wait_status(page, "done:").startswith("done: 16 × hero · dpmpp_2m · 1 steps")
+    assert shown_gif(page).n_frames == 1
+    no_error_pills(page)
+    steps.fill("9999")  # not clamped: refused with a message, the last results kept
+    steps.press("Enter")
+    page.click("#generate")
+    message = wait_status(page, "⚠️")
+    assert "Steps for dpmpp_2m must be a whole number from 1 to 100 (got 9999)" in message
+    assert page.locator("#gif img[src$='.gif']").count() == 1
+    no_error_pills(page)
+    steps.fill("20")
+    steps.press("Enter")
+
+
+def test_stop_right_after_generate(page):
+    page.click("#generate")
+    page.click("#stop")
+    status = wait_status(page, "stopped")
+    assert "stopped" in status
+    no_error_pills(page)
+
+
 def test_example_streams_progress_then_the_gif(page):
     page.evaluate(WATCH_STATUS)
     page.get_by_text("creature", exact=True).click()  # the example row: creature, ddim, 50 steps
-    page.wait_for_function(
-        "document.querySelector('#status').innerText.startsWith('done: 9 × creature · ddim')"
-    )
+    wait_status(page, "done: 9 × creature · ddim")
     steps = [s for s in page.evaluate("window.statuses") if s.startswith("step ")]
-    assert steps and all("/50 - " in s and " ms/step" in s for s in steps)
+    assert steps and all("/50 · " in s and "% · " in s and " s left · " in s for s in steps)
     gif = shown_gif(page)
     assert gif.size == (400, 400) and gif.n_frames == 50  # 9 sprites: 3x3

@@ -189,3 +189,19 @@ def test_min_snr_changes_the_loss(data_dir, tmp_path):
         losses[name] = float(next(csv.DictReader((out / "loss.csv").open()))["loss"])
     # Min-SNR with gamma 1 weighs every step with SNR > 1 down: the eps loss can only shrink.
     assert losses["min_snr"] < losses["plain"]
+
+
+class Payload:
+    """An object a malicious checkpoint might smuggle in."""
+
+
+def test_a_checkpoint_holding_an_object_is_refused(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train.main(args(data_dir, out, "--epochs", "1", "--sample-every", "9"))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["payload"] = Payload()
+    torch.save(state, out / "checkpoint.pt")
+    # Even with torch's own default turned off by its environment variable.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        train.main(args(data_dir, out, "--epochs", "2", "--resume"))

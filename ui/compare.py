@@ -33,7 +33,7 @@ COMPARE_STEPS = (5, 10, 20, 50, 100, 250, 500, 1000)
 class CompareTab:
     """Controls, handlers and wiring of the Compare samplers tab."""
 
-    title = "⚖️ Compare"
+    title = "Compare"
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
@@ -50,55 +50,61 @@ class CompareTab:
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Same seed and label through each (sampler, steps) pair; yields as each one finishes."""
-        pipe = self.studio.pipe(model)
-        if not samplers:
-            raise InputError("Tick at least one sampler to compare.")
-        if not steps:
-            raise InputError("Tick at least one step count to compare.")
-        counts = sorted({whole(s, "Each step count", 1, pipe.schedule.T) for s in steps})
-        for s in samplers:
-            if s not in pipe.samplers:
-                raise InputError(f"Unknown sampler {s!r}. Choose from: {', '.join(pipe.samplers)}.")
-        cost = sum(k * SAMPLERS[s].calls_per_step for s in dict.fromkeys(samplers) for k in counts)
-        if cost > COMPARE_BUDGET:
-            raise InputError(
-                f"That comparison needs {cost:.0f} network calls; the limit is {COMPARE_BUDGET}. "
-                "Tick fewer samplers or smaller step counts."
-            )
-        reqs = [
-            validate_request(pipe, label, s, k, guidance, seed, n)
-            for s in dict.fromkeys(samplers)
-            for k in counts
-        ]
         session, sessions = session_of(request), self.studio.sessions
-        gallery: list[tuple[str, str]] = []
-        rows: list[dict[str, Any]] = []
-        with sessions.job(session) as clicked, self.studio.store.run() as folder:
-            yield {"status": f"comparing {len(reqs)} runs…", "gallery": [], "table": None}
-            for r in reqs:
-                start = time.perf_counter()
-                for frame in pipe.stream(**r.stream_options()):
-                    if sessions.stopped_since(session, clicked):
-                        yield {"status": f"stopped after {len(rows)} of {len(reqs)} runs"}
-                        return
-                    images = frame.x
-                seconds = time.perf_counter() - start
-                path = render.save_png(sheet(images), folder / f"{r.sampler}-{r.steps}.png")
-                gallery.append((path, f"{r.sampler} · {r.steps} steps · {seconds:.2f} s"))
-                rows.append(
-                    {
-                        "sampler": r.sampler,
-                        "steps": r.steps,
-                        "seconds": round(seconds, 3),
-                        "ms/step": round(1000 * seconds / r.steps, 1),
-                    }
+        # Entered first, so that a refused comparison also gives back its place in the queue.
+        with sessions.job(session) as clicked:
+            pipe = self.studio.pipe(model)
+            if not samplers:
+                raise InputError("Tick at least one sampler to compare.")
+            if not steps:
+                raise InputError("Tick at least one step count to compare.")
+            counts = sorted({whole(s, "Each step count", 1, pipe.schedule.T) for s in steps})
+            for s in samplers:
+                if s not in pipe.samplers:
+                    raise InputError(
+                        f"Unknown sampler {s!r}. Choose from: {', '.join(pipe.samplers)}."
+                    )
+            cost = sum(
+                k * SAMPLERS[s].calls_per_step for s in dict.fromkeys(samplers) for k in counts
+            )
+            if cost > COMPARE_BUDGET:
+                raise InputError(
+                    f"That comparison needs {cost:.0f} network calls; the limit is "
+                    f"{COMPARE_BUDGET}. Tick fewer samplers or smaller step counts."
                 )
-                done = len(rows) == len(reqs)
-                yield {
-                    "status": "done" if done else f"{len(rows)} of {len(reqs)} runs done…",
-                    "gallery": list(gallery),
-                    "table": pd.DataFrame(rows),
-                }
+            reqs = [
+                validate_request(pipe, label, s, k, guidance, seed, n)
+                for s in dict.fromkeys(samplers)
+                for k in counts
+            ]
+            gallery: list[tuple[str, str]] = []
+            rows: list[dict[str, Any]] = []
+            with self.studio.store.run() as folder:
+                yield {"status": f"comparing {len(reqs)} runs…", "gallery": [], "table": None}
+                for r in reqs:
+                    start = time.perf_counter()
+                    for frame in pipe.stream(**r.stream_options()):
+                        if sessions.stopped_since(session, clicked):
+                            yield {"status": f"stopped after {len(rows)} of {len(reqs)} runs"}
+                            return
+                        images = frame.x
+                    seconds = time.perf_counter() - start
+                    path = render.save_png(sheet(images), folder / f"{r.sampler}-{r.steps}.png")
+                    gallery.append((path, f"{r.sampler} · {r.steps} steps · {seconds:.2f} s"))
+                    rows.append(
+                        {
+                            "sampler": r.sampler,
+                            "steps": r.steps,
+                            "seconds": round(seconds, 3),
+                            "ms/step": round(1000 * seconds / r.steps, 1),
+                        }
+                    )
+                    done = len(rows) == len(reqs)
+                    yield {
+                        "status": "done" if done else f"{len(rows)} of {len(reqs)} runs done…",
+                        "gallery": list(gallery),
+                        "table": pd.DataFrame(rows),
+                    }
 
     def build(self, shell: Shell, tab: gr.Tab) -> None:
         pipe0 = shell.default_pipe

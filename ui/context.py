@@ -477,11 +477,19 @@ def check_work(sampler: str, steps: int, n: int) -> None:
         )
 
 
-def sprite_image(label: str, **kwargs: Any) -> gr.Image:
-    """An output image of sprites, drawn with hard pixel edges (the ``pixel`` CSS class); its
-    label sits above the picture, with no toolbar over the sprites."""
-    kwargs.setdefault("buttons", [])
-    return gr.Image(label=label, elem_classes="pixel", interactive=False, **kwargs)
+def sprite_image(label: str, min_width: int = 160, **kwargs: Any) -> gr.Image:
+    """An output image of sprites, drawn with hard pixel edges (the ``pixel`` CSS class), with
+    its caption above the picture and no toolbar, so nothing covers a sprite."""
+    with gr.Column(min_width=min_width):
+        gr.Markdown(f"**{label}**", elem_classes="caption")
+        return gr.Image(
+            label=label,
+            show_label=False,
+            buttons=[],
+            elem_classes="pixel",
+            interactive=False,
+            **kwargs,
+        )
 
 
 def sheet(images: np.ndarray) -> Image.Image:

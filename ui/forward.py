@@ -59,7 +59,7 @@ def curves_frame(T: int, t: float | None = None) -> pd.DataFrame:
 class ForwardTab:
     """Controls, handlers and wiring of the Forward process tab."""
 
-    title = "🌫️ Forward"
+    title = "Forward"
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio

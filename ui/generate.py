@@ -184,7 +184,7 @@ def progress_text(step: int, total: int, elapsed: float, t: float) -> str:
 class GenerateTab:
     """Controls, handlers and wiring of the Generate tab."""
 
-    title = "🎨 Generate"
+    title = "Generate"
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
@@ -213,57 +213,70 @@ class GenerateTab:
         at the end shows the final sheet. After Stop, the GIF holds the frames so far and the
         sheet the model's current guess of the clean sprites.
         """
-        pipe = self.studio.pipe(model)
-        req = validate_request(pipe, label, sampler, steps, guidance, seed, n, eta, mix, palette)
-        if preview not in ("noisy", "clean"):
-            raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
-        frame_ms = whole(gif_ms, "GIF frame time (ms)", *GIF_MS_RANGE)
-        keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
         session = session_of(request)
+        # Entered first, so that a refused run also gives back its place in the queue.
+        with self.studio.sessions.job(session) as clicked:
+            pipe = self.studio.pipe(model)
+            req = validate_request(
+                pipe, label, sampler, steps, guidance, seed, n, eta, mix, palette
+            )
+            if preview not in ("noisy", "clean"):
+                raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
+            frame_ms = whole(gif_ms, "GIF frame time (ms)", *GIF_MS_RANGE)
+            yield from self._run(pipe, req, preview == "clean", frame_ms, session, clicked)
+
+    def _run(
+        self,
+        pipe: SpritePipeline,
+        req: GenerateRequest,
+        show_x0: bool,
+        frame_ms: int,
+        session: str | None,
+        clicked: float,
+    ) -> Iterator[dict[str, Any]]:
         sessions = self.studio.sessions
-        with sessions.job(session) as clicked, self.studio.store.run() as folder:
-            if sessions.stopped_since(session, clicked):  # Stop pressed while it was queued
-                yield {"status": f"stopped before the first step: {req.describe()}"}
-                return
-            # Clear the last run's results so they are not mistaken for this one's.
-            yield {
-                "live": None,
-                "status": f"starting: {req.describe()}",
-                "gif": None,
-                "sheet": None,
-                "files": None,
-                "seed": req.seed,
-            }
-            kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
-            start = time.perf_counter()
-            shown = -float("inf")
-            stopped = False
-            try:
-                for frame in pipe.stream(**req.stream_options()):
-                    pixels = frame.x if preview == "noisy" else frame.x0
-                    stopped = sessions.stopped_since(session, clicked)
-                    if frame.step in keep or stopped:
-                        kept.append(pixels)
-                    if stopped:
-                        break
-                    now = time.perf_counter()
-                    if frame.step < frame.total and now - shown >= PREVIEW_INTERVAL_S:
-                        shown = now
-                        status = progress_text(frame.step, frame.total, now - start, frame.t)
-                        yield {"live": sheet(pixels), "status": status}
-            except ValueError as err:  # the pipeline's own checks: pass its message on
-                raise InputError(str(err)) from None
-            elapsed = time.perf_counter() - start
-            rate = format_ms(elapsed, frame.step)
-            if stopped:
-                final, sprites = sheet(frame.x0), gr.skip()
-                status = (
-                    f"stopped at step {frame.step}/{frame.total}: {req.describe()} - {rate}. "
-                    "The sheet shows the model's guess x̂₀ so far."
-                )
-            else:
-                final, sprites = sheet(frame.x), frame.x
-                status = f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
+        if sessions.stopped_since(session, clicked):  # Stop pressed while it was queued
+            yield {"status": f"stopped before the first step: {req.describe()}"}
+            return
+        # Clear the last run's results so they are not mistaken for this one's.
+        yield {
+            "live": None,
+            "status": f"starting: {req.describe()}",
+            "gif": None,
+            "sheet": None,
+            "files": None,
+            "seed": req.seed,
+        }
+        keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
+        kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
+        start, shown, stopped = time.perf_counter(), -float("inf"), False
+        try:
+            for frame in pipe.stream(**req.stream_options()):
+                pixels = frame.x0 if show_x0 else frame.x
+                stopped = sessions.stopped_since(session, clicked)
+                if frame.step in keep or stopped:
+                    kept.append(pixels)
+                if stopped:
+                    break
+                now = time.perf_counter()
+                if frame.step < frame.total and now - shown >= PREVIEW_INTERVAL_S:
+                    shown = now
+                    status = progress_text(frame.step, frame.total, now - start, frame.t)
+                    yield {"live": sheet(pixels), "status": status}
+        except ValueError as err:  # the pipeline's own checks: pass its message on
+            raise InputError(str(err)) from None
+        elapsed = time.perf_counter() - start
+        rate = format_ms(elapsed, frame.step)
+        if stopped:
+            final, sprites = sheet(frame.x0), gr.skip()
+            status = (
+                f"stopped at step {frame.step}/{frame.total}: {req.describe()} - {rate}. "
+                "The sheet shows the model's guess x̂₀ so far."
+            )
+        else:
+            final, sprites = sheet(frame.x), frame.x
+            status = f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
+        with self.studio.store.run() as folder:
             gif_path = render.save_gif(
                 [sheet(pixels) for pixels in kept],
                 folder / "denoising.gif",
