@@ -442,20 +442,30 @@ class GenerateTab:
         self.dice.click(random_seed, None, self.seed, api_visibility="private", queue=False)
 
         def on_sampler(sampler_name: str, model_name: str) -> dict:
+            # A sampler picked by hand brings its own step count; an example keeps its own.
             spec = SAMPLERS.get(sampler_name)
             if spec is None:
                 return {}
-            T = studio.pipe(model_name).schedule.T
-            return {
-                self.steps: min(spec.default_steps, T),
-                self.eta: gr.update(visible=spec.uses_eta, value=spec.default_eta or 0.0),
-                self.sampler_info: sampler_info(sampler_name),
-            }
+            return {self.steps: min(spec.default_steps, studio.pipe(model_name).schedule.T)}
+
+        def describe_sampler(sampler_name: str) -> dict:
+            spec = SAMPLERS.get(sampler_name)
+            if spec is None:
+                return {}
+            eta = gr.update(visible=spec.uses_eta, value=spec.default_eta or 0.0)
+            return {self.eta: eta, self.sampler_info: sampler_info(sampler_name)}
 
         self.sampler.input(
             on_sampler,
             [self.sampler, shell.model],
-            [self.steps, self.eta, self.sampler_info],
+            [self.steps],
+            api_visibility="private",
+            queue=False,
+        )
+        self.sampler.change(
+            describe_sampler,
+            self.sampler,
+            [self.eta, self.sampler_info],
             api_visibility="private",
             queue=False,
         )

@@ -1,0 +1,84 @@
+"""Server memory and disk over many requests: does either creep?
+
+    python -m benchmarks.soak [--requests 1000] [--clients 4] [--every 100]
+
+Starts the app in this process on a free port with a tiny random model (memory and files, not
+pictures, are measured), sends ``--requests`` /generate calls from ``--clients`` threads
+through gradio_client, and prints the server's resident memory (RSS) and the files in Gradio's
+cache and our run folders every ``--every`` requests, with the cache sweeper running as in
+production but with short ages so that a sweep happens during the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def files_in(folders: list[Path]) -> tuple[int, float]:
+    found = [p for f in folders for p in f.rglob("*") if p.is_file()]
+    return len(found), sum(p.stat().st_size for p in found) / 2**20
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--every", type=int, default=100)
+    args = p.parse_args()
+
+    cache = Path(tempfile.mkdtemp(prefix="soak-cache-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(cache)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client
+
+    import app
+    from tests.test_app import tiny_pipeline
+    from ui.context import CacheSweeper, OutputStore
+
+    store = OutputStore()
+    demo = app.build_demo({"tiny": tiny_pipeline()}, store)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(
+        demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+    )
+    folders = [cache, store.root]
+    sweeper = CacheSweeper(folders, every_s=5, max_age_s=20, min_age_s=10, protect=store.is_live)
+    sweeper.start()
+    clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(args.clients)]
+
+    def one(i: int) -> None:
+        clients[i % len(clients)].predict(
+            label="hero", sampler="ddim", steps=5, guidance=2.0, seed=i, n=4, api_name="/generate"
+        )
+
+    print(f"{'requests':>9}{'RSS MB':>9}{'files':>8}{'MB on disk':>12}{'seconds':>9}")
+    start = time.time()
+    done = 0
+    with ThreadPoolExecutor(args.clients) as pool:
+        while done < args.requests:
+            batch = min(args.every, args.requests - done)
+            list(pool.map(one, range(done, done + batch)))
+            done += batch
+            n, mb = files_in(folders)
+            print(f"{done:>9}{rss_mb():>9.0f}{n:>8}{mb:>12.1f}{time.time() - start:>9.0f}")
+    sweeper.stop()
+    demo.close()
+
+
+if __name__ == "__main__":
+    main()
