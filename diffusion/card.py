@@ -14,24 +14,63 @@ from pathlib import Path
 
 
 def _metrics_section(m: dict, name: str) -> str:
-    """The evaluation table of ``python -m diffusion.evaluate --json`` output, and its command."""
-    acc, fd, copies = m["label_accuracy"], m["frechet_distance"], m["near_copy_rate"]
+    """The evaluation table of ``python -m diffusion.evaluate --json`` output, and its command.
+
+    One column per palette stage measured (raw model output, training palette, ...), each with
+    the generated figure and its ratio to the real reference.
+    """
+    variants = m.get("variants") or {m.get("palette", "raw"): m}
+    seeds = m["seed"] if isinstance(m["seed"], list) else [m["seed"]]
+    seed_flag = f"--seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else f"--seed {seeds[0]}"
     command = (
         f"python -m diffusion.evaluate {name} --data {m['data']} --n {m['n_per_label']} "
-        f"--sampler {m['sampler']} --steps {m['steps']} --guidance {m['guidance']} "
-        f"--seed {m['seed']}"
+        f"--sampler {m['sampler']} --steps {m['steps']} --guidance {m['guidance']} {seed_flag}"
+        + (f" --palette {','.join(variants)}" if len(variants) > 1 else "")
+    )
+
+    def cell(value: float | None, ratio: float | None = None) -> str:
+        text = "-" if value is None else f"{value:.3f}"
+        return text + (f" ({ratio:.2f}x)" if ratio is not None else "")
+
+    first = next(iter(variants.values()))
+    # (row name, where the figures sit in a report, the reference's key and note, with ratio?)
+    table = [
+        ("label accuracy", ("label_accuracy",), "real_heldout", "held-out", True),
+        ("Fréchet distance", ("frechet_distance",), "real_floor", "real floor", True),
+        ("near-copy rate", ("near_copy_rate",), "real_heldout", "held-out", False),
+    ]
+    if all("crispness" in v for v in variants.values()):
+        table += [
+            (name, ("crispness", key), "real_heldout", "held-out", True)
+            for name, key in (
+                ("colours per sprite", "colours_per_sprite"),
+                ("flat neighbour pairs", "flat_pairs"),
+                ("distance to palette", "palette_distance"),
+            )
+        ]
+
+    def figures(report: dict, path: tuple[str, ...]) -> dict:
+        for key in path:
+            report = report[key]
+        return report
+
+    head = "| metric | real reference | " + " | ".join(f"palette {k}" for k in variants) + " |"
+    lines = [head, "|---|---|" + "---|" * len(variants)]
+    for name, path, ref_key, note, with_ratio in table:
+        cells = [
+            cell(figures(v, path)["generated"], figures(v, path)["ratio"] if with_ratio else None)
+            for v in variants.values()
+        ]
+        ref = f"{cell(figures(first, path)[ref_key])} ({note})"
+        lines.append(f"| {name} | {ref} | " + " | ".join(cells) + " |")
+    seed_text = (
+        f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
     )
     return (
         "## Evaluation\n\n"
         f"{m['n_per_label']} sprites per label, {m['sampler']}, {m['steps']} steps, guidance "
-        f"{m['guidance']}, seed {m['seed']}:\n\n"
-        "| metric | generated | real reference | ratio |\n|---|---|---|---|\n"
-        f"| label accuracy | {acc['generated']:.3f} | {acc['real_heldout']:.3f} (held-out) "
-        f"| {acc['ratio']:.2f} |\n"
-        f"| Fréchet distance | {fd['generated']:.3f} | {fd['real_floor']:.3f} (real floor) "
-        f"| {fd['ratio']:.2f} |\n"
-        f"| near-copy rate | {copies['generated']:.3f} | {copies['real_heldout']:.3f} (held-out) "
-        "| |\n\n"
+        f"{m['guidance']}, {seed_text}; generated figures with their ratio to the real "
+        "reference in brackets:\n\n" + "\n".join(lines) + "\n\n"
         f"Measured with `{command}`.\n"
     )
 
