@@ -225,8 +225,12 @@ class SpritePipeline:
         eta: float | None = None,
         spacing: str | None = None,
         palette: render.Palette = None,
+        noise: Tensor | np.ndarray | None = None,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
+
+        ``noise`` (n, C, H, W) is the start noise x_T ~ N(0, I), in place of the seed's draw
+        (the seed still drives any later noise): for reproducing a run, or for interpolating.
 
         ``palette`` is the output stage of the last frame (see ``render.apply_palette``): None
         for the raw pixels, "data" to snap to the training palette, or k colours per sprite.
@@ -244,6 +248,7 @@ class SpritePipeline:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         render.check_palette(palette, self.palette)
+        start_noise = self._start_noise(noise, n)
         spec = SAMPLERS[sampler]
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
 
@@ -251,16 +256,17 @@ class SpritePipeline:
         sigmas = self.schedule.sigmas(steps, spacing or self.defaults["spacing"])
         generator = torch.Generator("cpu").manual_seed(int(seed))
 
-        def noise(shape: torch.Size) -> Tensor:
+        def draw(shape: torch.Size) -> Tensor:
             return torch.randn(shape, generator=generator).to(self.device)
 
         # Start from x_T ~ N(0, I) in the model's view, i.e. sqrt(1 + sigma^2) in the sigma view.
         shape = (n, self.channels, self.resolution, self.resolution)
-        x = noise(torch.Size(shape)) * math.sqrt(1 + float(sigmas[0]) ** 2)
+        x_T = draw(torch.Size(shape)) if start_noise is None else start_noise
+        x = x_T * math.sqrt(1 + float(sigmas[0]) ** 2)
         sig = sigmas.float().to(self.device)
         ts = self.schedule.t_from_sigma(sigmas).tolist()
         denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
-        steps_iter = spec.fn(denoise, x, sig, noise, **options)
+        steps_iter = spec.fn(denoise, x, sig, draw, **options)
         for i, (x, x0) in enumerate(steps_iter, start=1):
             x_img, x0_img = render.to_uint8(objectives.vp_input(x, sig[i])), render.to_uint8(x0)
             if i == steps:
@@ -268,10 +274,70 @@ class SpritePipeline:
                 x0_img = render.apply_palette(x0_img, palette, self.palette)
             yield Frame(i, steps, ts[i], x_img, x0_img, int(seed))
 
+    def interpolate(
+        self,
+        a: tuple[Context, int],
+        b: tuple[Context, int],
+        frames: int = 16,
+        **options: Any,
+    ) -> np.ndarray:
+        """A morph between two (context, seed) pairs: uint8 (frames, H, W, 3).
+
+        The start noise of the two seeds is interpolated spherically (so every frame's noise
+        is as Gaussian as the ends') and their label weights linearly; all frames are sampled in
+        one batch with a deterministic sampler, so neighbouring frames differ a little and the
+        first and last frames are what ``generate(context, n=1, seed=seed)`` draws. ``options``
+        as for :meth:`stream` (sampler, steps, guidance, spacing, palette).
+        """
+        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)):
+            raise ValueError(f"frames must be an integer, got {frames!r}")
+        if not 2 <= frames <= 256:
+            raise ValueError(f"frames must be between 2 and 256, got {frames}")
+        if "n" in options or "noise" in options or "seed" in options:
+            raise ValueError("interpolate sets n, noise and seed itself")
+        sampler = options.get("sampler") or self.defaults["sampler"]
+        if sampler == "ddpm" or (SAMPLERS.get(sampler) and options.get("eta")):
+            raise ValueError(f"interpolate needs a deterministic sampler, not {sampler!r}")
+        if sampler in SAMPLERS and SAMPLERS[sampler].uses_eta:
+            options["eta"] = 0.0
+        ends = []
+        for context, seed in (a, b):
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+            shape = (1, self.channels, self.resolution, self.resolution)
+            ends.append(
+                (self.encode_context(context, 1).cpu(), torch.randn(shape, generator=generator))
+            )
+        w = torch.linspace(0, 1, frames)
+        weights = torch.lerp(ends[0][0], ends[1][0], w[:, None])
+        noise = torch.cat([slerp(ends[0][1], ends[1][1], float(t)) for t in w])
+        return self.generate(weights.numpy(), n=frames, noise=noise, seed=0, **options)
+
+    def _start_noise(self, noise: Tensor | np.ndarray | None, n: int) -> Tensor | None:
+        if noise is None:
+            return None
+        shape = (n, self.channels, self.resolution, self.resolution)
+        x = torch.as_tensor(np.asarray(noise) if not isinstance(noise, Tensor) else noise)
+        if tuple(x.shape) != shape or not x.is_floating_point():
+            raise ValueError(
+                f"noise must be a float array of shape {shape}, got {x.dtype} {tuple(x.shape)}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("noise must be finite")
+        return x.float().to(self.device)
+
     def generate(self, context: Context = None, n: int = 1, **options: Any) -> np.ndarray:
         """Sample ``n`` sprites: uint8 (n, H, W, 3). Options as for :meth:`stream`."""
         *_, last = self.stream(context, n, **options)
         return last.x  # the last step lands on t = 0: the clean sprite
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1), along the great circle."""
+    cos = (a * b).sum() / (a.norm() * b.norm())
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if float(omega) < 1e-6:  # (nearly) parallel: the straight line is the arc
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

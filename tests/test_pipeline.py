@@ -193,3 +193,47 @@ def test_palette_stage_applies_to_the_last_frame(tiny_pipe, tmp_path):
     tiny_pipe.palette = None
     with pytest.raises(ValueError, match="training palette"):
         tiny_pipe.generate("a", steps=2, palette="data")
+
+
+def test_start_noise_replaces_the_seeds_draw(tiny_pipe):
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    a = tiny_pipe.generate("a", n=2, steps=5, sampler="ddpm", seed=1, noise=x_T)
+    b = tiny_pipe.generate("a", n=2, steps=5, sampler="ddpm", seed=1, noise=x_T.numpy())
+    np.testing.assert_array_equal(a, b)
+    # The seed's own first draw, given as noise, reproduces plain generation exactly.
+    own = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    plain = tiny_pipe.generate("a", n=2, steps=5, sampler="dpmpp_2m", seed=3)
+    given = tiny_pipe.generate("a", n=2, steps=5, sampler="dpmpp_2m", seed=3, noise=own)
+    np.testing.assert_array_equal(plain, given)
+    assert not np.array_equal(plain, tiny_pipe.generate("a", n=2, steps=5, seed=3, noise=x_T))
+    with pytest.raises(ValueError, match=r"noise must be a float array of shape \(2, 3, 8, 8\)"):
+        tiny_pipe.generate("a", n=2, steps=5, noise=torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="finite"):
+        tiny_pipe.generate("a", n=2, steps=5, noise=torch.full((2, 3, 8, 8), float("nan")))
+
+
+def test_interpolate_morphs_between_two_ends(tiny_pipe):
+    frames = tiny_pipe.interpolate(("a", 1), ("c", 2), frames=8, steps=6, guidance=2.0)
+    assert frames.shape == (8, 8, 8, 3) and frames.dtype == np.uint8
+    first = tiny_pipe.generate("a", n=1, steps=6, guidance=2.0, seed=1)[0]
+    last = tiny_pipe.generate("c", n=1, steps=6, guidance=2.0, seed=2)[0]
+    # The ends are plain generations (to rounding: batch sizes differ).
+    assert np.abs(frames[0].astype(int) - first).max() <= 1
+    assert np.abs(frames[-1].astype(int) - last).max() <= 1
+    steps = [np.abs(np.diff(frames.astype(int), axis=0))[i].mean() for i in range(7)]
+    ends = np.abs(frames[-1].astype(int) - frames[0]).mean()
+    assert max(steps) < ends  # neighbours are closer than the two ends
+    with pytest.raises(ValueError, match="deterministic sampler"):
+        tiny_pipe.interpolate(("a", 1), ("c", 2), sampler="ddpm")
+    with pytest.raises(ValueError, match="frames must be between 2 and 256"):
+        tiny_pipe.interpolate(("a", 1), ("c", 2), frames=1)
+
+
+def test_slerp_keeps_the_norm_of_orthogonal_unit_vectors():
+    from diffusion.pipeline import slerp
+
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    mid = slerp(a, b, 0.5)
+    torch.testing.assert_close(mid, torch.tensor([2**-0.5, 2**-0.5]))
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, a, 0.3), a)
