@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from . import objectives, render
 from .device import configure_cpu_threads, default_device
 from .hub import resolve_model_dir
 from .model import ContextUnet, UnetConfig
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, Denoiser, Noise
 from .schedules import Schedule
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "sprites16"
@@ -226,11 +227,26 @@ class SpritePipeline:
         spacing: str | None = None,
         palette: render.Palette = None,
         noise: Tensor | np.ndarray | None = None,
+        image: np.ndarray | Image.Image | None = None,
+        strength: float | None = None,
+        mask: np.ndarray | None = None,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
 
         ``noise`` (n, C, H, W) is the start noise x_T ~ N(0, I), in place of the seed's draw
         (the seed still drives any later noise): for reproducing a run, or for interpolating.
+
+        ``image`` (uint8 (H, W, 3) or (n, H, W, 3), or a PIL image at the model's resolution or
+        a whole multiple of it) starts from a picture instead of pure noise:
+
+        - ``strength`` in (0, 1] (SDEdit, Meng et al. 2022): the image is noised by the forward
+          process to the level ``strength`` of the way to pure noise, and the sampler runs the
+          remaining ``round(strength * steps)`` steps only (``Frame.total``); 1 is plain
+          generation with the same seed.
+        - ``mask`` (bool (H, W) or (n, H, W), True = repaint; RePaint, Lugmayr et al. 2022):
+          before every network call the known pixels are replaced by the image noised to the
+          current level, and the final known pixels are the image's exactly. ``strength``
+          defaults to 1 here.
 
         ``palette`` is the output stage of the last frame (see ``render.apply_palette``): None
         for the raw pixels, "data" to snap to the training palette, or k colours per sprite.
@@ -249,30 +265,84 @@ class SpritePipeline:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         render.check_palette(palette, self.palette)
         start_noise = self._start_noise(noise, n)
+        source, keep, strength = self._edit_inputs(image, strength, mask, n)
         spec = SAMPLERS[sampler]
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
 
         ctx = self.encode_context(context, n)
         sigmas = self.schedule.sigmas(steps, spacing or self.defaults["spacing"])
+        # SDEdit runs only the last round(strength * steps) steps of the schedule.
+        run = max(1, round(strength * steps))
+        sigmas = sigmas[steps - run :]
         generator = torch.Generator("cpu").manual_seed(int(seed))
 
         def draw(shape: torch.Size) -> Tensor:
             return torch.randn(shape, generator=generator).to(self.device)
 
-        # Start from x_T ~ N(0, I) in the model's view, i.e. sqrt(1 + sigma^2) in the sigma view.
         shape = (n, self.channels, self.resolution, self.resolution)
         x_T = draw(torch.Size(shape)) if start_noise is None else start_noise
-        x = x_T * math.sqrt(1 + float(sigmas[0]) ** 2)
         sig = sigmas.float().to(self.device)
+        if run == steps or source is None:
+            # From x_T ~ N(0, I) in the model's view, i.e. sqrt(1 + sigma^2) in the sigma view.
+            x = x_T * math.sqrt(1 + float(sigmas[0]) ** 2)
+        else:  # the forward process to sigma: x0 + sigma * eps in the sigma view
+            x = source + sig[0] * x_T
         ts = self.schedule.t_from_sigma(sigmas).tolist()
         denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
+        if keep is not None:
+            denoise = _repaint(denoise, source, keep, draw)
         steps_iter = spec.fn(denoise, x, sig, draw, **options)
         for i, (x, x0) in enumerate(steps_iter, start=1):
+            if keep is not None:  # show the known pixels as the image at this noise level
+                x = torch.where(keep, source + sig[i] * x_T, x)
+                x0 = torch.where(keep, source, x0)
             x_img, x0_img = render.to_uint8(objectives.vp_input(x, sig[i])), render.to_uint8(x0)
-            if i == steps:
+            if i == run:
                 x_img = render.apply_palette(x_img, palette, self.palette)
                 x0_img = render.apply_palette(x0_img, palette, self.palette)
-            yield Frame(i, steps, ts[i], x_img, x0_img, int(seed))
+            yield Frame(i, run, ts[i], x_img, x0_img, int(seed))
+
+    def _edit_inputs(
+        self, image: Any, strength: float | None, mask: Any, n: int
+    ) -> tuple[Tensor | None, Tensor | None, float]:
+        """Validate image, strength and mask: (image tensor, known-pixel mask, strength)."""
+        if image is None:
+            if strength is not None or mask is not None:
+                raise ValueError("strength and mask need an image= to start from")
+            return None, None, 1.0
+        r = self.resolution
+        if isinstance(image, Image.Image):
+            if image.width != image.height or image.width % r:
+                raise ValueError(
+                    f"a PIL image must be {r}x{r} or a whole multiple of it, "
+                    f"got {image.width}x{image.height}"
+                )
+            image = np.asarray(image.convert("RGB").resize((r, r), Image.Resampling.NEAREST))
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.shape not in ((r, r, 3), (n, r, r, 3)):
+            raise ValueError(
+                f"image must be uint8 ({r}, {r}, 3) or ({n}, {r}, {r}, 3), "
+                f"got {image.dtype} {image.shape}"
+            )
+        source = render.to_tensor(image).expand(n, -1, -1, -1).to(self.device)
+        keep = None
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != np.bool_ or mask.shape not in ((r, r), (n, r, r)):
+                raise ValueError(
+                    f"mask must be bool ({r}, {r}) or ({n}, {r}, {r}), "
+                    f"got {mask.dtype} {mask.shape}"
+                )
+            repaint = torch.from_numpy(mask).reshape(-1, 1, r, r).expand(n, 1, r, r)
+            keep = ~repaint.to(self.device)
+            strength = 1.0 if strength is None else strength
+        if strength is None:
+            raise ValueError("image= without a mask needs strength= in (0, 1]")
+        if isinstance(strength, bool) or not (
+            isinstance(strength, (int, float, np.floating)) and 0 < strength <= 1
+        ):
+            raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+        return source, keep, float(strength)
 
     def interpolate(
         self,
@@ -329,6 +399,16 @@ class SpritePipeline:
         """Sample ``n`` sprites: uint8 (n, H, W, 3). Options as for :meth:`stream`."""
         *_, last = self.stream(context, n, **options)
         return last.x  # the last step lands on t = 0: the clean sprite
+
+
+def _repaint(denoise: Denoiser, source: Tensor, keep: Tensor, draw: Noise) -> Denoiser:
+    """RePaint's step: the network sees the known pixels as the source image noised to the
+    current level (fresh noise every call), and the pixels to repaint as the sampler has them."""
+
+    def repainting(x: Tensor, sigma: Tensor) -> Tensor:
+        return denoise(torch.where(keep, source + sigma * draw(x.shape), x), sigma)
+
+    return repainting
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
