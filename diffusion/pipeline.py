@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from . import objectives, render
 from .device import configure_cpu_threads, default_device
 from .hub import resolve_model_dir
 from .model import ContextUnet, UnetConfig
-from .samplers import SAMPLERS, Denoiser, Noise
+from .samplers import SAMPLERS, Denoiser, Noise, Steps
 from .schedules import Schedule
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "sprites16"
@@ -230,6 +231,7 @@ class SpritePipeline:
         image: np.ndarray | Image.Image | None = None,
         strength: float | None = None,
         mask: np.ndarray | None = None,
+        resample: int = 1,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
 
@@ -246,7 +248,9 @@ class SpritePipeline:
         - ``mask`` (bool (H, W) or (n, H, W), True = repaint; RePaint, Lugmayr et al. 2022):
           before every network call the known pixels are replaced by the image noised to the
           current level, and the final known pixels are the image's exactly. ``strength``
-          defaults to 1 here.
+          defaults to 1 here. ``resample=r`` > 1 adds RePaint's jump-back: each step is taken
+          r times, noised back up in between, for better harmony at the mask's edges (each
+          step then runs on its own, so multistep samplers take their first-order step).
 
         ``palette`` is the output stage of the last frame (see ``render.apply_palette``): None
         for the raw pixels, "data" to snap to the training palette, or k colours per sprite.
@@ -291,7 +295,16 @@ class SpritePipeline:
         denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
         if keep is not None:
             denoise = _repaint(denoise, source, keep, draw)
-        steps_iter = spec.fn(denoise, x, sig, draw, **options)
+        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)):
+            raise ValueError(f"resample must be an integer, got {resample!r}")
+        if not 1 <= resample <= 20 or (resample > 1 and keep is None):
+            raise ValueError(
+                f"resample must be 1 to 20, and above 1 only with a mask= ({resample})"
+            )
+        if resample > 1:
+            steps_iter = _resampled(spec.fn, denoise, x, sig, draw, resample, options)
+        else:
+            steps_iter = spec.fn(denoise, x, sig, draw, **options)
         for i, (x, x0) in enumerate(steps_iter, start=1):
             if keep is not None:  # show the known pixels as the image at this noise level
                 x = torch.where(keep, source + sig[i] * x_T, x)
@@ -409,6 +422,27 @@ def _repaint(denoise: Denoiser, source: Tensor, keep: Tensor, draw: Noise) -> De
         return denoise(torch.where(keep, source + sigma * draw(x.shape), x), sigma)
 
     return repainting
+
+
+def _resampled(
+    sampler: Callable[..., Steps],
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    draw: Noise,
+    times: int,
+    options: dict[str, Any],
+) -> Steps:
+    """RePaint's jump-back: every step taken ``times`` times, noised back up to its start level
+    (forward process from sigma_next to sigma) between the tries."""
+    for sigma, sigma_next in pairwise(sigmas):
+        pair = torch.stack([sigma, sigma_next])
+        for attempt in range(times):
+            x_next, x0 = next(sampler(denoise, x, pair, draw, **options))
+            if attempt < times - 1:
+                x = x_next + (sigma**2 - sigma_next**2).sqrt() * draw(x.shape)
+        x = x_next
+        yield x, x0
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
