@@ -41,11 +41,11 @@ CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; }
 #status { min-height: 2.5em; }
 .caption p { margin: 0 !important; }
-/* Every tab stays in view on a phone: narrow tab buttons and page margins, so that Gradio has
-   no tab to fold into its "more tabs" menu. */
+/* Every tab stays in view on a phone: narrow tab buttons, so that Gradio has no tab to fold
+   into its "more tabs" menu. */
 .tab-container button { padding: 0 10px !important; }
 @media (max-width: 640px) {
-  .gradio-container { padding-left: 8px !important; padding-right: 8px !important; }
+  .tab-container button { padding: 0 4px !important; font-size: 0.9em !important; }
 }
 """
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import imageio.v3 as iio
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -124,6 +124,37 @@ def apply_palette(
     if isinstance(palette, str):
         return snap_to_palette(images, data_colours)
     return reduce_colours(images, int(palette))
+
+
+def to_sprite(image: Image.Image, resolution: int) -> np.ndarray:
+    """Any picture -> (resolution, resolution, 3) uint8 on white, as the model's sprites are.
+
+    Transparent pixels become white; 16-bit greyscale is scaled to 8 bits (Pillow's own
+    conversion clips it to white); other sizes are centre-cropped to a square and resized, box
+    filter down, nearest-neighbour up, so an enlarged sprite comes back exactly.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        levels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or levels.max() > 255 else 255.0
+        image = Image.fromarray(np.round(levels / top * 255).clip(0, 255).astype(np.uint8), "L")
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    shrinking = min(rgb.size) > resolution
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
+    return np.asarray(ImageOps.fit(rgb, (resolution, resolution), method=method))
+
+
+def mask_from_strokes(alpha: np.ndarray, resolution: int, share: float = 0.25) -> np.ndarray:
+    """Brush strokes painted over an enlarged sprite -> bool (resolution, resolution) mask.
+
+    ``alpha`` (H, W) is the painted layer's opacity; a sprite pixel is masked when at least
+    ``share`` of its enlarged square is painted.
+    """
+    painted = Image.fromarray((np.asarray(alpha) > 0).astype(np.uint8) * 255)
+    # A box filter averages each square: exactly the painted share when H is a multiple.
+    covered = painted.resize((resolution, resolution), Image.Resampling.BOX)
+    return np.asarray(covered) >= share * 255
 
 
 def grid(

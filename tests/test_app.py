@@ -30,6 +30,7 @@ from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig, render
 from ui import context as ctx
 from ui import generate as gen
 from ui.compare import CompareTab
+from ui.edit import EditTab
 from ui.forward import ForwardTab, curves_frame
 from ui.generate import GenerateTab
 
@@ -525,6 +526,69 @@ def test_stop_ends_a_comparison(studio: ctx.Studio):
     assert [r["status"] for r in results] == ["stopped after 1 of 4 runs"]
 
 
+# -- edit and morph ---------------------------------------------------------------------------
+
+
+def editor_value(sprite: np.ndarray, painted: np.ndarray | None = None) -> dict:
+    """What gr.ImageEditor hands the handler: the enlarged sprite and a layer of strokes."""
+    scale = 256 // sprite.shape[0]
+    background = np.asarray(render.grid(sprite, scale).convert("RGBA"))
+    layers = []
+    if painted is not None:
+        layer = np.zeros((256, 256, 4), np.uint8)
+        layer[painted.repeat(scale, 0).repeat(scale, 1)] = (255, 0, 255, 255)
+        layers.append(layer)
+    return {"background": background, "layers": layers, "composite": background}
+
+
+def test_edit_repaints_only_the_brushed_region(studio: ctx.Studio, pipe: SpritePipeline):
+    sprite = pipe.generate("hero", n=1, seed=3, steps=5)[0]
+    brushed = np.zeros((16, 16), bool)
+    brushed[4:12, 8:] = True
+    out = list(EditTab(studio).edit(editor_value(sprite, brushed), "food", 1.0, "ddim", 10, 2.0,
+                                    5, 3, resample=2))  # fmt: skip
+    result = final(out)
+    assert result["status"].startswith("done: 3 × food · repaint, strength 1 · ddim · 10 steps")
+    for s in result["sprites"]:
+        np.testing.assert_array_equal(s[~brushed], sprite[~brushed])  # untouched: exact
+    assert not np.array_equal(result["sprites"][0][brushed], sprite[brushed])
+    assert gif_frames(result["gif"])[0] == 10
+
+
+def test_edit_without_strokes_makes_variations(studio: ctx.Studio, pipe: SpritePipeline):
+    sprite = pipe.generate("hero", n=1, seed=3, steps=5)[0]
+    tab = EditTab(studio)
+    result = final(list(tab.edit(editor_value(sprite), "hero", 0.3, "ddim", 20, 2.0, 1, 2)))
+    assert result["status"].startswith("done: 2 × hero · variation, strength 0.3")
+    assert gif_frames(result["gif"])[0] == 6  # only the last 30% of the 20 steps run
+    with pytest.raises(gr.Error, match="Start from a sprite"):
+        list(tab.edit(None, "hero", 0.5, "ddim", 5, 2.0, 1, 1))
+    with pytest.raises(gr.Error, match=r"Strength must be a number from 0\.01 to 1"):
+        list(tab.edit(editor_value(sprite), "hero", 0, "ddim", 5, 2.0, 1, 1))
+    assert tab.new_sprite("tiny", "food")["editor"]["background"].size == (256, 256)
+    with pytest.raises(gr.Error, match="Nothing generated yet"):
+        tab.use_last(None)
+
+
+def test_morph_loops_between_two_sprites(studio: ctx.Studio, pipe: SpritePipeline):
+    from ui.morph import MorphTab
+
+    tab = MorphTab(studio)
+    result = list(tab.morph("hero", 1, "food", 2, 6, "ddim", 8, 2.0))[-1]
+    assert result["status"].startswith("done: hero (seed 1) → food (seed 2), 6 frames")
+    count, size, _ = gif_frames(result["gif"])
+    assert count == 10 and size == (128, 128)  # 6 frames there, 4 back: a seamless loop
+    with Image.open(result["strip"]) as strip:
+        assert strip.size == ((6 * 17 - 1) * 4, 16 * 4)
+        first = np.asarray(strip.convert("RGB"))[::4, ::4][:16, :16]
+    end = pipe.generate("hero", n=1, seed=1, sampler="ddim", steps=8, guidance=2.0, eta=0.0)[0]
+    assert np.abs(first.astype(int) - end).max() <= 1
+    with pytest.raises(gr.Error, match="deterministic sampler"):
+        list(tab.morph("hero", 1, "food", 2, 6, "ddpm", 8, 2.0))
+    with pytest.raises(gr.Error, match="Frames must be a whole number from 2 to 48"):
+        list(tab.morph("hero", 1, "food", 2, 100, "ddim", 8, 2.0))
+
+
 # -- the shell --------------------------------------------------------------------------------
 
 
@@ -557,7 +621,9 @@ def test_sampling_handlers_get_zerogpu_when_spaces_is_there(
     wrapped = []
     monkeypatch.setattr(app, "spaces", SimpleNamespace(GPU=lambda fn: wrapped.append(fn) or fn))
     demo = app.build_demo({"tiny": pipe})
-    assert {fn.__name__ for fn in wrapped} == {"generate", "compare", "draw_sprite", "first_sprite"}
+    assert {fn.__name__ for fn in wrapped} == {
+        "generate", "edit", "new_sprite", "morph", "compare", "draw_sprite", "first_sprite"
+    }  # fmt: skip
     fns = {fn.api_name: fn for fn in demo.fns.values()}
     assert fns["generate"].fn in wrapped and fns["generate"].concurrency_limit == ctx.CONCURRENCY
     assert demo._queue.max_size == ctx.QUEUE_SIZE
@@ -567,7 +633,8 @@ def test_sampling_handlers_get_zerogpu_when_spaces_is_there(
 def test_every_tab_is_a_module_and_one_line_in_the_shell():
     import ui
 
-    assert [t.__name__ for t in ui.TABS] == ["GenerateTab", "ForwardTab", "CompareTab"]
+    names = [t.__name__ for t in ui.TABS]
+    assert names == ["GenerateTab", "EditTab", "MorphTab", "ForwardTab", "CompareTab"]
     assert all(hasattr(t, "build") and hasattr(t, "on_model") for t in ui.TABS)
 
 
@@ -629,6 +696,24 @@ def test_api_steps_one_and_bad_input(server: str):
         with pytest.raises(AppError, match=re.escape(message)):
             client.predict(**{**good, **change}, api_name="/generate")
     assert client.predict(**good, api_name="/generate")[1].startswith("done:")
+
+
+def test_api_edit_and_morph(server: str, pipe: SpritePipeline, tmp_path: Path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    morph = client.predict(
+        label_a="hero", seed_a=1, label_b="item", seed_b=2, frames=4, sampler="ddim", steps=5,
+        guidance=2.0, api_name="/morph",
+    )  # fmt: skip
+    assert morph[0].startswith("done: hero (seed 1) → item (seed 2), 4 frames")
+    assert gif_frames(morph[1])[0] == 6
+    sprite = pipe.generate("hero", n=1, seed=0, steps=4)[0]
+    render.grid(sprite, 16).save(tmp_path / "sprite.png")
+    editor = {"background": handle_file(str(tmp_path / "sprite.png")), "layers": [],
+              "composite": None}  # fmt: skip
+    out = client.predict(editor, "food", 0.5, "ddim", 10, 2.0, 4, 2, 1, api_name="/edit")
+    assert out[1].startswith("done: 2 × food · variation, strength 0.5")
 
 
 def test_eight_clients_at_once_all_get_results(server: str):

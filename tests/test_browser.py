@@ -113,7 +113,7 @@ def test_generate_is_in_view_on_load(browser, url: str, width: int, height: int,
     box = page.locator("#generate").bounding_box()
     assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
     # Every tab is a visible button, not folded into a menu; the dice button says what it does.
-    for title in ("Generate", "Forward", "Compare"):
+    for title in ("Generate", "Edit", "Morph", "Forward", "Compare"):
         tab = page.get_by_role("tab", name=title)
         assert tab.is_visible(), title
         tab_box = tab.bounding_box()
@@ -168,3 +168,26 @@ def test_example_streams_progress_then_the_gif(page):
     assert steps and all("/50 · " in s and "% · " in s and " s left · " in s for s in steps)
     gif = shown_gif(page)
     assert gif.size == (400, 400) and gif.n_frames == 50  # 9 sprites: 3x3
+
+
+def test_edit_repaints_a_brushed_stroke(page):
+    page.get_by_role("tab", name="Edit").click()
+    page.get_by_text("🎲 New sprite").click()
+    page.wait_for_function("document.querySelector('#edit-status').innerText.startsWith('a new')")
+    page.locator("#editor button[aria-label='Brush']").click()
+    box = page.locator("#editor canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y)
+    page.mouse.down()
+    for dx in range(-40, 41, 8):
+        page.mouse.move(x + dx, y + 5, steps=2)
+    page.mouse.up()
+    page.click("#edit")
+    page.wait_for_function(
+        "document.querySelector('#edit-status').innerText.startsWith('done:')", timeout=60_000
+    )
+    assert "repaint" in page.inner_text("#edit-status")  # the stroke became a mask
+    assert page.locator("#edit-gif img[src$='.gif']").count() == 1
+    page.screenshot(path=SHOTS / "edit.png", full_page=True)
+    no_error_pills(page)
+    page.get_by_role("tab", name="Generate").click()

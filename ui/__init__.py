@@ -5,9 +5,11 @@ A tab is a class with ``title``, ``build(shell)`` (its controls and their wiring
 """
 
 from .compare import CompareTab
+from .edit import EditTab
 from .forward import ForwardTab
 from .generate import GenerateTab
+from .morph import MorphTab
 
-TABS = [GenerateTab, ForwardTab, CompareTab]
+TABS = [GenerateTab, EditTab, MorphTab, ForwardTab, CompareTab]
 
-__all__ = ["TABS", "CompareTab", "ForwardTab", "GenerateTab"]
+__all__ = ["TABS", "CompareTab", "EditTab", "ForwardTab", "GenerateTab", "MorphTab"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from diffusion import SAMPLERS, SpritePipeline, render
 
@@ -119,8 +119,7 @@ def random_seed() -> int:
 def load_upload(path: str | os.PathLike, resolution: int) -> np.ndarray:
     """An uploaded image file -> (resolution, resolution, 3) uint8, or an InputError saying why not.
 
-    Transparent pixels become white, the sprites' background; other sizes are centre-cropped
-    to a square and resized (box filter down, nearest-neighbour up) to what the model draws.
+    See ``render.to_sprite`` for how a picture becomes a sprite.
     """
     size = os.path.getsize(path)
     if size > MAX_UPLOAD_BYTES:
@@ -140,24 +139,9 @@ def load_upload(path: str | os.PathLike, resolution: int) -> np.ndarray:
         if im.width * im.height > MAX_UPLOAD_PIXELS:
             raise InputError(f"That image is {im.width}×{im.height} pixels. {too_big}")
         try:
-            rgba = _to_rgba(im)
+            return render.to_sprite(im, resolution)
         except (OSError, ValueError):  # a valid header over truncated or corrupt data
             raise InputError(unreadable) from None
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    shrinking = min(rgb.size) > resolution
-    method = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
-    return np.asarray(ImageOps.fit(rgb, (resolution, resolution), method=method))
-
-
-def _to_rgba(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGBA. 16-bit greyscale ("I;16", "I") is scaled to 8 bits first: Pillow's
-    own conversion clips it, which turns every pixel above 255 of 65535 white."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        levels = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or levels.max() > 255 else 255.0
-        im = Image.fromarray(np.round(levels / top * 255).clip(0, 255).astype(np.uint8), "L")
-    return im.convert("RGBA")
 
 
 # -- files on disk ----------------------------------------------------------------------------

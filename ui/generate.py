@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -56,6 +56,8 @@ class GenerateRequest:
     n: int
     eta: float | None
     palette: str | int | None = None
+    # For the Edit tab: image=, strength=, mask= and resample= of SpritePipeline.stream.
+    edit: dict[str, Any] | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         if isinstance(self.context, dict):
@@ -64,8 +66,12 @@ class GenerateRequest:
             what = self.context or "unconditional"
         eta = f" · eta {self.eta:g}" if self.eta is not None else ""
         palette = f" · palette {self.palette}" if self.palette is not None else ""
+        edit = ""
+        if self.edit:
+            kind = "repaint" if self.edit.get("mask") is not None else "variation"
+            edit = f" · {kind}, strength {self.edit['strength']:g}"
         return (
-            f"{self.n} × {what} · {self.sampler} · {self.steps} steps · "
+            f"{self.n} × {what}{edit} · {self.sampler} · {self.steps} steps · "
             f"guidance {self.guidance:g}{eta}{palette} · seed {self.seed}"
         )
 
@@ -79,6 +85,7 @@ class GenerateRequest:
             "seed": self.seed,
             "eta": self.eta,
             "palette": self.palette,
+            **(self.edit or {}),
         }
 
 
@@ -223,76 +230,9 @@ class GenerateTab:
             if preview not in ("noisy", "clean"):
                 raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
             frame_ms = whole(gif_ms, "GIF frame time (ms)", *GIF_MS_RANGE)
-            yield from self._run(pipe, req, preview == "clean", frame_ms, session, clicked)
-
-    def _run(
-        self,
-        pipe: SpritePipeline,
-        req: GenerateRequest,
-        show_x0: bool,
-        frame_ms: int,
-        session: str | None,
-        clicked: float,
-    ) -> Iterator[dict[str, Any]]:
-        sessions = self.studio.sessions
-        if sessions.stopped_since(session, clicked):  # Stop pressed while it was queued
-            yield {"status": f"stopped before the first step: {req.describe()}"}
-            return
-        # Clear the last run's results so they are not mistaken for this one's.
-        yield {
-            "live": None,
-            "status": f"starting: {req.describe()}",
-            "gif": None,
-            "sheet": None,
-            "files": None,
-            "seed": req.seed,
-        }
-        keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
-        kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
-        start, shown, stopped = time.perf_counter(), -float("inf"), False
-        try:
-            for frame in pipe.stream(**req.stream_options()):
-                pixels = frame.x0 if show_x0 else frame.x
-                stopped = sessions.stopped_since(session, clicked)
-                if frame.step in keep or stopped:
-                    kept.append(pixels)
-                if stopped:
-                    break
-                now = time.perf_counter()
-                if frame.step < frame.total and now - shown >= PREVIEW_INTERVAL_S:
-                    shown = now
-                    status = progress_text(frame.step, frame.total, now - start, frame.t)
-                    yield {"live": sheet(pixels), "status": status}
-        except ValueError as err:  # the pipeline's own checks: pass its message on
-            raise InputError(str(err)) from None
-        elapsed = time.perf_counter() - start
-        rate = format_ms(elapsed, frame.step)
-        if stopped:
-            final, sprites = sheet(frame.x0), gr.skip()
-            status = (
-                f"stopped at step {frame.step}/{frame.total}: {req.describe()} - {rate}. "
-                "The sheet shows the model's guess x̂₀ so far."
+            yield from run_on_page(
+                self.studio, pipe, req, preview == "clean", frame_ms, session, clicked
             )
-        else:
-            final, sprites = sheet(frame.x), frame.x
-            status = f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
-        with self.studio.store.run() as folder:
-            gif_path = render.save_gif(
-                [sheet(pixels) for pixels in kept],
-                folder / "denoising.gif",
-                frame_ms=frame_ms,
-                hold_ms=GIF_HOLD_MS,
-            )
-            png_path = render.save_png(final, folder / "sprites.png")
-            yield {
-                "live": png_path,
-                "status": status,
-                "gif": gif_path,
-                "sheet": png_path,
-                "files": [gif_path, png_path],
-                "seed": req.seed,
-                "sprites": sprites,
-            }
 
     # -- the layout ---------------------------------------------------------------------------
 
@@ -507,6 +447,78 @@ class GenerateTab:
                 else gr.update(visible=False, value=0)
                 for i, w in enumerate(self.weights)
             },
+        }
+
+
+def run_on_page(
+    studio: Studio,
+    pipe: SpritePipeline,
+    req: GenerateRequest,
+    show_x0: bool,
+    frame_ms: int,
+    session: str | None,
+    clicked: float,
+) -> Iterator[dict[str, Any]]:
+    """Stream one validated run to the page: {output name: value} updates (live, status, gif,
+    sheet, files, seed, sprites), previews by time, the GIF and PNG at the end."""
+    sessions = studio.sessions
+    if sessions.stopped_since(session, clicked):  # Stop pressed while it was queued
+        yield {"status": f"stopped before the first step: {req.describe()}"}
+        return
+    # Clear the last run's results so they are not mistaken for this one's.
+    yield {
+        "live": None,
+        "status": f"starting: {req.describe()}",
+        "gif": None,
+        "sheet": None,
+        "files": None,
+        "seed": req.seed,
+    }
+    keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
+    kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
+    start, shown, stopped = time.perf_counter(), -float("inf"), False
+    try:
+        for frame in pipe.stream(**req.stream_options()):
+            pixels = frame.x0 if show_x0 else frame.x
+            stopped = sessions.stopped_since(session, clicked)
+            if frame.step in keep or stopped or frame.step == frame.total:
+                kept.append(pixels)
+            if stopped:
+                break
+            now = time.perf_counter()
+            if frame.step < frame.total and now - shown >= PREVIEW_INTERVAL_S:
+                shown = now
+                status = progress_text(frame.step, frame.total, now - start, frame.t)
+                yield {"live": sheet(pixels), "status": status}
+    except ValueError as err:  # the pipeline's own checks: pass its message on
+        raise InputError(str(err)) from None
+    elapsed = time.perf_counter() - start
+    rate = format_ms(elapsed, frame.step)
+    if stopped:
+        final, sprites = sheet(frame.x0), gr.skip()
+        status = (
+            f"stopped at step {frame.step}/{frame.total}: {req.describe()} - {rate}. "
+            "The sheet shows the model's guess x̂₀ so far."
+        )
+    else:
+        final, sprites = sheet(frame.x), frame.x
+        status = f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
+    with studio.store.run() as folder:
+        gif_path = render.save_gif(
+            [sheet(pixels) for pixels in kept],
+            folder / "denoising.gif",
+            frame_ms=frame_ms,
+            hold_ms=GIF_HOLD_MS,
+        )
+        png_path = render.save_png(final, folder / "sprites.png")
+        yield {
+            "live": png_path,
+            "status": status,
+            "gif": gif_path,
+            "sheet": png_path,
+            "files": [gif_path, png_path],
+            "seed": req.seed,
+            "sprites": sprites,
         }
 
 
