@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .render import to_tensor, to_uint8
+
 # The named schedules, each a classmethod of Schedule taking T (and its own parameters).
 SCHEDULES = ("linear", "cosine", "quadratic")
 
@@ -45,6 +47,23 @@ def schedule_curves(T: int, points: int = 200) -> dict[str, dict[str, np.ndarray
             "log10 SNR": torch.log10(schedule.snr(t)).numpy(),
         }
     return curves
+
+
+def noised_sprites(
+    sprite: np.ndarray, t: float, T: int, seed: int = 0
+) -> dict[str, tuple[np.ndarray, float, float]]:
+    """The forward process at t for a uint8 (H, W, 3) sprite under every named schedule:
+    kind -> (uint8 (H, W, 3) x_t, alpha_bar(t), SNR(t)). One noise draw serves every schedule,
+    so the pictures differ only by schedule."""
+    x0 = to_tensor(sprite).double()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).double()
+    tt = torch.tensor([float(t)], dtype=torch.float64)
+    out = {}
+    for kind in SCHEDULES:
+        schedule = make_schedule(kind, T)
+        xt = to_uint8(schedule.q_sample(x0, tt, noise))[0]
+        out[kind] = (xt, float(schedule.alpha_bar(tt)), float(schedule.snr(tt)))
+    return out
 
 
 class Schedule:

@@ -8,9 +8,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
-import torch
 
-from diffusion import SCHEDULES, SpritePipeline, make_schedule, render, schedule_curves
+from diffusion import SCHEDULES, SpritePipeline, render, schedule_curves
+from diffusion.schedules import noised_sprites
 
 from .context import (
     CONCURRENCY,
@@ -74,17 +74,13 @@ class ForwardTab:
         out: dict[str, Any] = {"abar_plot": curves_frame(T, t), "snr_plot": curves_frame(T, t)}
         if sprite is None:
             return {**out, "table": "Draw a sprite or upload one first."}
-        x0 = render.to_tensor(sprite).double()
-        # One fixed noise draw for every schedule, so the columns differ only by schedule.
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).double()
         scale = max(1, SHOW_PX // max(sprite.shape[:2]))
         lines = [f"**t = {t:.0f}** of {T}", "", "| schedule | ᾱ(t) | SNR |", "|---|---|---|"]
-        tt = torch.tensor([t], dtype=torch.float64)
-        for kind in SCHEDULES:
-            schedule = make_schedule(kind, T)
-            out[kind] = render.grid(render.to_uint8(schedule.q_sample(x0, tt, noise)), scale)
-            abar, snr = float(schedule.alpha_bar(tt)), float(schedule.snr(tt))
-            lines.append(f"| {kind} | {abar:.4f} | {'∞' if np.isinf(snr) else f'{snr:.3g}'} |")
+        for kind, (xt, abar, snr) in noised_sprites(sprite, t, T).items():
+            out[kind] = render.grid(xt, scale)
+            lines.append(
+                f"| {kind} | {abar:.4f} | {'∞' if snr == float('inf') else f'{snr:.3g}'} |"
+            )
         out["clean"] = render.grid(sprite, scale)
         out["table"] = "\n".join(lines)
         return out
