@@ -75,6 +75,15 @@ def _metrics_section(m: dict, name: str) -> str:
     )
 
 
+def _split_text(split: str) -> str:
+    if split == "train":
+        return (
+            "the evaluator's training split only (`--split train`, 80%): the held-out sprites "
+            "it is measured against were never seen"
+        )
+    return "all of the data, the evaluator's held-out split included, which flatters its scores"
+
+
 def render_card(config: dict, metrics: dict | None = None, name: str = "model") -> str:
     """The card's Markdown text."""
     training = config.get("training", {})
@@ -101,6 +110,7 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f"- schedule: {schedule}\n"
         f"- data: `{training.get('data', {}).get('source', '?')}` "
         f"{training.get('data', {}).get('counts', '')}\n"
+        f"- data split: {_split_text(recipe.get('split', 'all'))}\n"
         f"- trained {training.get('epochs_done', '?')} epochs / {training.get('steps_done', '?')} "
         f"steps in {training.get('train_minutes', '?')} minutes on {training.get('device', '?')}\n"
         f"- recipe: {json.dumps(recipe)}\n",

@@ -173,7 +173,7 @@ def test_example_streams_progress_then_the_gif(page):
 def test_edit_repaints_a_brushed_stroke(page):
     page.get_by_role("tab", name="Edit").click()
     page.get_by_text("🎲 New sprite").click()
-    page.wait_for_function("document.querySelector('#edit-status').innerText.startsWith('a new')")
+    page.wait_for_function("document.querySelector('#edit-status').innerText.startsWith('a ')")
     page.locator("#editor button[aria-label='Brush']").click()
     box = page.locator("#editor canvas").first.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

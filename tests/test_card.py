@@ -21,11 +21,12 @@ def test_card_carries_metrics_command_and_credit(tiny_pipe, tmp_path):
     assert "| label accuracy | 0.870 (held-out) | 0.950 (1.09x) |" in card
     assert f"python -m diffusion.evaluate {folder} --data data/toy --n 100" in card
     assert "Art by Someone" in card and "trained 7 epochs" in card
+    assert "held-out split included" in card  # no split in the recipe: all of the data
 
 
 def test_card_shows_crispness_for_each_palette_stage(tiny_pipe, tmp_path):
     folder = tmp_path / "crisp"
-    tiny_pipe.save_pretrained(folder)
+    tiny_pipe.save_pretrained(folder, extra={"training": {"recipe": {"split": "train"}}})
 
     def report(palette, colours, flat):
         return {
@@ -49,3 +50,4 @@ def test_card_shows_crispness_for_each_palette_stage(tiny_pipe, tmp_path):
     assert "| colours per sprite | 9.000 (held-out) | 27.000 (3.00x) | 9.900 (1.10x) |" in card
     assert "| flat neighbour pairs | 0.600 (held-out) | 0.450 (0.75x) | 0.600 (1.00x) |" in card
     assert "mean of seeds 0, 1, 2" in card and "--seeds 0,1,2 --palette raw,data" in card
+    assert "training split only" in card

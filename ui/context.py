@@ -442,6 +442,26 @@ class Studio:
             )
         return self.models[model]
 
+    def draw_sprite(self, model: str | None, label: str | None = None) -> tuple[np.ndarray, str]:
+        """One fresh sprite of ``label`` (any, by default) with the model's recommended
+        settings, and a line that says what it is."""
+        pipe = self.pipe(model)
+        label = label if label in pipe.labels else secrets.choice(pipe.labels)
+        seed = random_seed()
+        d = pipe.defaults
+        sprite = pipe.generate(context=label, n=1, seed=seed)[0]
+        return (
+            sprite,
+            f"a **{label}**, drawn with {d['sampler']} in {d['steps']} steps, seed {seed}",
+        )
+
+    @staticmethod
+    def last_sprite(sprites: np.ndarray | None) -> np.ndarray:
+        """The first sprite of this session's last Generate run."""
+        if sprites is None or len(sprites) == 0:
+            raise InputError("Nothing generated yet in this session: use the Generate tab first.")
+        return sprites[0]
+
     def stop(self, request: gr.Request) -> None:
         """Ask this session's running (or waiting) generate or compare to end at its next step."""
         self.sessions.press_stop(session_of(request))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,6 @@ from .context import (
     Studio,
     finite,
     guarded,
-    random_seed,
     session_of,
     sprite_image,
     whole,
@@ -96,16 +94,12 @@ class EditTab:
             yield from run_on_page(self.studio, pipe, req, False, 80, session, clicked)
 
     def new_sprite(self, model: str | None, label: str | None) -> dict[str, Any]:
-        pipe = self.studio.pipe(model)
-        label = label if label in pipe.labels else secrets.choice(pipe.labels)
-        seed = random_seed()
-        sprite = pipe.generate(context=label, n=1, seed=seed)[0]
-        return {"editor": canvas_value(sprite), "status": f"a new {label}, seed {seed}"}
+        sprite, info = self.studio.draw_sprite(model, label)
+        return {"editor": canvas_value(sprite), "status": info}
 
     def use_last(self, sprites: np.ndarray | None) -> dict[str, Any]:
-        if sprites is None or len(sprites) == 0:
-            raise InputError("Nothing generated yet in this session: use the Generate tab first.")
-        return {"editor": canvas_value(sprites[0]), "status": "your last generated sprite"}
+        sprite = self.studio.last_sprite(sprites)
+        return {"editor": canvas_value(sprite), "status": "your last generated sprite"}
 
     # -- the layout ---------------------------------------------------------------------------
 

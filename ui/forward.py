@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import gradio as gr
@@ -19,7 +18,6 @@ from .context import (
     finite,
     guarded,
     load_upload,
-    random_seed,
     sprite_image,
 )
 from .shell import Shell
@@ -86,16 +84,8 @@ class ForwardTab:
         return out
 
     def draw_sprite(self, model: str | None, label: str | None = None) -> dict[str, Any]:
-        """One fresh sprite of ``label`` (any, by default) with the model's recommended settings."""
-        pipe = self.studio.pipe(model)
-        label = label if label in pipe.labels else secrets.choice(pipe.labels)
-        seed = random_seed()
-        sprite = pipe.generate(context=label, n=1, seed=seed)[0]
-        d = pipe.defaults
-        return {
-            "source": sprite,
-            "info": f"a **{label}**, drawn with {d['sampler']} in {d['steps']} steps, seed {seed}",
-        }
+        sprite, info = self.studio.draw_sprite(model, label)
+        return {"source": sprite, "info": info}
 
     def use_upload(self, model: str | None, path: str | None) -> dict[str, Any]:
         pipe = self.studio.pipe(model)
@@ -109,9 +99,8 @@ class ForwardTab:
         }
 
     def use_last(self, sprites: np.ndarray | None) -> dict[str, Any]:
-        if sprites is None or len(sprites) == 0:
-            raise InputError("Nothing generated yet in this session: use the Generate tab first.")
-        return {"source": sprites[0], "info": "the first sprite of your last Generate run"}
+        sprite = self.studio.last_sprite(sprites)
+        return {"source": sprite, "info": "the first sprite of your last Generate run"}
 
     def first_sprite(self, model: str | None, sprite: np.ndarray | None) -> dict[str, Any]:
         # Opening the tab shows something at once, without a click.
