@@ -269,7 +269,7 @@ class SpritePipeline:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         render.check_palette(palette, self.palette)
         start_noise = self._start_noise(noise, n)
-        source, keep, strength = self._edit_inputs(image, strength, mask, n)
+        source, keep, strength = self._edit_inputs(image, strength, mask, resample, n)
         spec = SAMPLERS[sampler]
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
 
@@ -295,12 +295,6 @@ class SpritePipeline:
         denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
         if keep is not None:
             denoise = _repaint(denoise, source, keep, draw)
-        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)):
-            raise ValueError(f"resample must be an integer, got {resample!r}")
-        if not 1 <= resample <= 20 or (resample > 1 and keep is None):
-            raise ValueError(
-                f"resample must be 1 to 20, and above 1 only with a mask= ({resample})"
-            )
         if resample > 1:
             steps_iter = _resampled(spec.fn, denoise, x, sig, draw, resample, options)
         else:
@@ -316,9 +310,16 @@ class SpritePipeline:
             yield Frame(i, run, ts[i], x_img, x0_img, int(seed))
 
     def _edit_inputs(
-        self, image: Any, strength: float | None, mask: Any, n: int
+        self, image: Any, strength: float | None, mask: Any, resample: int, n: int
     ) -> tuple[Tensor | None, Tensor | None, float]:
-        """Validate image, strength and mask: (image tensor, known-pixel mask, strength)."""
+        """Validate image, strength, mask and resample: (image tensor, known-pixel mask,
+        strength)."""
+        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)):
+            raise ValueError(f"resample must be an integer, got {resample!r}")
+        if not 1 <= resample <= 20 or (resample > 1 and mask is None):
+            raise ValueError(
+                f"resample must be 1 to 20, and above 1 only with a mask= ({resample})"
+            )
         if image is None:
             if strength is not None or mask is not None:
                 raise ValueError("strength and mask need an image= to start from")
