@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from diffusion import SpritePipeline
+from diffusion.device import configure_cpu_threads
 from ui import TABS
 from ui.context import (
     CONCURRENCY,
@@ -67,6 +68,8 @@ def model_info(name: str, pipe: SpritePipeline) -> str:
 def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = None) -> gr.Blocks:
     """The whole UI over ``models`` (name -> pipeline); the first one is selected at start."""
     studio = Studio(models, store)
+    # CONCURRENCY runs share the CPU cores: one thread each on 2 cores, never oversubscribed.
+    configure_cpu_threads(CONCURRENCY)
     name0 = studio.default_model
     with gr.Blocks(title="Sprite Diffusion Studio") as demo:
         gr.Markdown(

@@ -237,3 +237,30 @@ def test_slerp_keeps_the_norm_of_orthogonal_unit_vectors():
     torch.testing.assert_close(mid, torch.tensor([2**-0.5, 2**-0.5]))
     torch.testing.assert_close(slerp(a, b, 0.0), a)
     torch.testing.assert_close(slerp(a, a, 0.3), a)
+
+
+def test_thread_policy_never_oversubscribes(monkeypatch):
+    from diffusion import device
+
+    for variable in ("DIFFUSION_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    for cores, runs, expected in [
+        (2, 1, 2),
+        (2, 2, 1),
+        (2, 8, 1),
+        (16, 1, 4),
+        (16, 2, 4),
+        (8, 4, 2),
+    ]:
+        monkeypatch.setattr(device.os, "sched_getaffinity", lambda _, c=cores: set(range(c)))
+        assert device.cpu_threads(runs) == expected, (cores, runs)
+        assert runs * device.cpu_threads(runs) <= max(cores, runs)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert device.cpu_threads(2) == 3
+    monkeypatch.setenv("DIFFUSION_THREADS", "5")
+    assert device.cpu_threads(2) == 5
+    before = torch.get_num_threads()
+    try:
+        assert device.configure_cpu_threads(2) == 5 and torch.get_num_threads() == 5
+    finally:
+        torch.set_num_threads(before)
