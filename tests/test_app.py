@@ -767,3 +767,11 @@ def test_cache_stays_bounded_under_concurrent_load(pipe: SpritePipeline, tmp_pat
         demo.close()
     finally:
         del os.environ["GRADIO_TEMP_DIR"]
+
+
+def test_malloc_arenas_are_capped_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the arena cap is glibc's; this C library has its own allocator")
+    assert app.limit_malloc_arenas(2) is True
