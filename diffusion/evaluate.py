@@ -428,10 +428,11 @@ def evaluate_palettes(
         start = time.perf_counter()
         raw = _generate(pipe, data, n_per_label, s, options)
         generate_seconds = time.perf_counter() - start
+        real = _real_side(data, train, held, classifier, n_per_label, s)
         for palette in palettes:
             start = time.perf_counter()
             generated = render.apply_palette(raw, palette, data_colours)
-            report = _measure(generated, data, train, held, classifier, n_per_label, s)
+            report = _measure(generated, data, real, classifier, n_per_label, s)
             report["seconds"] = {
                 "classifier": classifier_seconds,
                 "generate": generate_seconds,
@@ -463,8 +464,7 @@ def _ratio_block(generated: np.ndarray, real: np.ndarray, **extra: Any) -> dict[
     return {"generated": g, "real_heldout": r, "ratio": _ratio(g, r), **extra}
 
 
-def _measure(
-    generated: np.ndarray,
+def _real_side(
     data: SpriteDataset,
     train: SpriteDataset,
     held: SpriteDataset,
@@ -472,27 +472,45 @@ def _measure(
     n_per_label: int,
     seed: int,
 ) -> dict[str, Any]:
-    """Every metric of one seed's samples (see the module docstring)."""
+    """The real sprites' half of every metric for one seed: the same for every palette stage."""
     k = data.num_labels
-    gen_labels = np.repeat(np.arange(k), n_per_label)
     rng = np.random.default_rng(seed)
     held_ref = held.images[balanced_indices(held.labels, n_per_label, k, rng)]
     train_ref = train.images[balanced_indices(train.labels, n_per_label, k, rng)]
-
-    gen_feats, gen_pred = classifier.embed(generated)
     _, held_pred = classifier.embed(held.images)
     ref_feats, _ = classifier.embed(held_ref)
     train_feats, _ = classifier.embed(train_ref)
-    acc_gen = _per_label_mean((gen_pred == gen_labels).astype(float), gen_labels, k)
-    acc_real = _per_label_mean((held_pred == held.labels).astype(float), held.labels, k)
-    fd_gen = frechet_distance(gen_feats, ref_feats)
-    fd_floor = frechet_distance(train_feats, ref_feats)
-
-    copy_gen = near_copies(generated, _with_frames(data))
-    copy_real = near_copies(held.images, _with_frames(train))
-    copies_gen = _per_label_mean(copy_gen.astype(float), gen_labels, k)
-    copies_real = _per_label_mean(copy_real.astype(float), held.labels, k)
     palette = render.data_palette(train.images)
+    copy_real = near_copies(held.images, _with_frames(train))
+    return {
+        "ref_feats": ref_feats,
+        "acc": _per_label_mean((held_pred == held.labels).astype(float), held.labels, k),
+        "fd_floor": frechet_distance(train_feats, ref_feats),
+        "copies": _per_label_mean(copy_real.astype(float), held.labels, k),
+        "palette": palette,
+        "colours": colours_per_sprite(held_ref),
+        "flat": flat_pair_share(held_ref),
+        "palette_distance": palette_distance(held_ref, palette),
+    }
+
+
+def _measure(
+    generated: np.ndarray,
+    data: SpriteDataset,
+    real: dict[str, Any],
+    classifier: SpriteClassifier,
+    n_per_label: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Every metric of one seed's samples against ``real`` (from :func:`_real_side`)."""
+    k = data.num_labels
+    gen_labels = np.repeat(np.arange(k), n_per_label)
+    gen_feats, gen_pred = classifier.embed(generated)
+    acc_gen = _per_label_mean((gen_pred == gen_labels).astype(float), gen_labels, k)
+    acc_real, fd_floor, copies_real = real["acc"], real["fd_floor"], real["copies"]
+    fd_gen = frechet_distance(gen_feats, real["ref_feats"])
+    copy_gen = near_copies(generated, _with_frames(data))
+    copies_gen = _per_label_mean(copy_gen.astype(float), gen_labels, k)
 
     return {
         "seed": seed,
@@ -515,17 +533,15 @@ def _measure(
         },
         "crispness": {
             "colours_per_sprite": _ratio_block(
-                colours_per_sprite(generated),
-                colours_per_sprite(held_ref),
-                tolerance=COLOUR_TOLERANCE,
+                colours_per_sprite(generated), real["colours"], tolerance=COLOUR_TOLERANCE
             ),
             "flat_pairs": _ratio_block(
-                flat_pair_share(generated), flat_pair_share(held_ref), tolerance=FLAT_TOLERANCE
+                flat_pair_share(generated), real["flat"], tolerance=FLAT_TOLERANCE
             ),
             "palette_distance": _ratio_block(
-                palette_distance(generated, palette),
-                palette_distance(held_ref, palette),
-                palette_size=len(palette),
+                palette_distance(generated, real["palette"]),
+                real["palette_distance"],
+                palette_size=len(real["palette"]),
             ),
         },
         "per_label": {
