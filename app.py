@@ -99,6 +99,7 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
         model.change(on_model, model, list(every), api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.studio = studio  # for tests and for the cache sweeper
+    demo.tabs = tabs  # for tests
     return demo
 
 

@@ -12,9 +12,13 @@ production but with short ages so that a sweep happens during the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,8 +32,12 @@ def rss_mb() -> float:
 
 
 def files_in(folders: list[Path]) -> tuple[int, float]:
-    found = [p for f in folders for p in f.rglob("*") if p.is_file()]
-    return len(found), sum(p.stat().st_size for p in found) / 2**20
+    sizes = []
+    for path in (p for f in folders for p in f.rglob("*")):
+        with contextlib.suppress(OSError):  # the sweeper may delete it meanwhile
+            if path.is_file():
+                sizes.append(path.stat().st_size)
+    return len(sizes), sum(sizes) / 2**20
 
 
 def main() -> None:
@@ -37,6 +45,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--every", type=int, default=100)
+    p.add_argument(
+        "--trim", action="store_true", help="also show RSS after glibc's malloc_trim(0) each time"
+    )
     args = p.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="soak-cache-"))
@@ -66,7 +77,11 @@ def main() -> None:
             label="hero", sampler="ddim", steps=5, guidance=2.0, seed=i, n=4, api_name="/generate"
         )
 
-    print(f"{'requests':>9}{'RSS MB':>9}{'files':>8}{'MB on disk':>12}{'seconds':>9}")
+    trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim if args.trim else None
+    print(
+        f"{'requests':>9}{'RSS MB':>9}{'trimmed':>9}{'threads':>8}{'files':>8}{'MB on disk':>12}"
+        f"{'seconds':>9}"
+    )
     start = time.time()
     done = 0
     with ThreadPoolExecutor(args.clients) as pool:
@@ -75,7 +90,12 @@ def main() -> None:
             list(pool.map(one, range(done, done + batch)))
             done += batch
             n, mb = files_in(folders)
-            print(f"{done:>9}{rss_mb():>9.0f}{n:>8}{mb:>12.1f}{time.time() - start:>9.0f}")
+            rss = rss_mb()
+            trimmed = f"{(trim(0), rss_mb())[1]:>9.0f}" if trim else f"{'-':>9}"
+            print(
+                f"{done:>9}{rss:>9.0f}{trimmed}{threading.active_count():>8}{n:>8}{mb:>12.1f}"
+                f"{time.time() - start:>9.0f}"
+            )
     sweeper.stop()
     demo.close()
 

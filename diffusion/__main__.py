@@ -31,6 +31,8 @@ def _sample(args: argparse.Namespace) -> None:
         eta=args.eta,
         spacing=args.spacing,
         palette=args.palette,
+        prompt=args.prompt,
+        guide=args.guide,
     ):
         frames.append(frame)
         print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
@@ -71,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="output stage: 'data' snaps to the model's training palette, K keeps at most K "
         "colours per sprite; default raw",
+    )
+    s.add_argument("--prompt", help='describe the sprite, e.g. "red potion" (a text model only)')
+    s.add_argument(
+        "--guide", default="both", choices=["both", "label", "text"], help="what guidance follows"
     )
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from .files import atomic_write
+
 
 def _metrics_section(m: dict, name: str) -> str:
     """The evaluation table of ``python -m diffusion.evaluate --json`` output, and its command.
@@ -75,6 +77,43 @@ def _metrics_section(m: dict, name: str) -> str:
     )
 
 
+def _text_use(config: dict, name: str) -> str:
+    label = "food" if "food" in config["labels"] else config["labels"][0]
+    return (
+        "**Text**: this model also follows a short description, through the SpriteCLIP text "
+        "encoder in `text_encoder/` (its own card says how it was trained and how well it "
+        "retrieves):\n\n```python\n"
+        f'pipe.generate("{label}", n=16, prompt="red potion", seed=0)\n'
+        f'pipe.generate("{label}", prompt="red potion", guide="text")  # guidance follows the '
+        "text only\n```\n"
+    )
+
+
+def _text_section(t: dict, name: str, m: dict) -> str:
+    """Prompt agreement by SpriteCLIP, from ``python -m diffusion.evaluate --text``."""
+    k = t["candidates"]
+    rows = [
+        f"| {what} | {t[side]['clip_score']:.3f} | {t[side][f'own_of_{k}']:.3f} |"
+        for side, what in (
+            ("real", "real held-out sprites with their own names"),
+            ("generated", "generated from those names (prompt + label)"),
+            ("label_only", "generated from the label alone (same seeds)"),
+        )
+    ]
+    return (
+        "## Text evaluation\n\n"
+        f"{t['prompts']} names of held-out sprites (never seen in training, evenly over labels) "
+        f"as prompts, one sprite each, {m['sampler']}, {m['steps']} steps, guidance "
+        f"{m['guidance']}. CLIP score: SpriteCLIP's cosine similarity of sprite and prompt; "
+        f"own of {k}: how often the prompt is the nearest of {k} names (itself and {k - 1} other "
+        f"held-out names; chance {1 / k:.2f}).\n\n"
+        f"| sprites | CLIP score | own of {k} |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"Examples of the prompts: {', '.join(repr(e) for e in t['examples'])}. Measured with "
+        f"`python -m diffusion.evaluate {name} --data {m['data']} --text` (and the flags above)."
+        "\n"
+    )
+
+
 def _split_text(split: str) -> str:
     if split == "train":
         return (
@@ -115,10 +154,19 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f"steps in {training.get('train_minutes', '?')} minutes on {training.get('device', '?')}\n"
         f"- recipe: {json.dumps(recipe)}\n",
     ]
+    if per_sampler := sampling.get("sampler_steps"):
+        steps = ", ".join(f"{k} {v}" for k, v in per_sampler.items())
+        parts.insert(
+            6, f"Steps per sampler, measured with `python -m benchmarks.steps`: {steps}.\n"
+        )
+    if model.get("text_dim"):
+        parts.insert(6, _text_use(config, name))
     if note := training.get("note"):
         parts.append(note + "\n")
     if metrics:
         parts.append(_metrics_section(metrics, name))
+    if metrics and "text" in metrics:
+        parts.append(_text_section(metrics["text"], name, metrics))
     if credit := training.get("credit"):
         parts.append("## Training data credit\n\n" + credit.replace("## ", "### ") + "\n")
     return "\n".join(parts)
@@ -130,9 +178,49 @@ def write_model_card(folder: str | os.PathLike) -> Path:
     config = json.loads((folder / "config.json").read_text())
     eval_path = folder / "eval.json"
     metrics = json.loads(eval_path.read_text()) if eval_path.is_file() else None
-    path = folder / "README.md"
-    path.write_text(render_card(config, metrics, name=os.fspath(folder)))
-    return path
+    return atomic_write(folder / "README.md", render_card(config, metrics, name=os.fspath(folder)))
+
+
+SPLIT_NAMES = {"held_out": "held-out (never seen)", "training": "training (the first 720)"}
+
+
+def write_clip_card(folder: str | os.PathLike) -> Path:
+    """(Re)write a SpriteCLIP folder's README.md from its config.json."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    m, training = config["model"], config.get("training", {})
+    rows = []
+    for split, r in config.get("retrieval", {}).items():
+        n, k = r["pairs"], next(key for key in r if key.startswith("of_"))
+        rows.append(
+            f"| {SPLIT_NAMES.get(split, split)} | {n} | {r['image_to_text']:.3f} | {r['text_to_image']:.3f} "
+            f"| {r[k]:.3f} | {1 / n:.4f} / {r['chance_' + k]:.2f} |"
+        )
+    data = training.get("data", {})
+    parts = [
+        "---\nlicense: cc-by-4.0\ntags: [clip, pixel-art, sprites]\n---\n",
+        f"# SpriteCLIP ({os.fspath(folder)})\n",
+        "A small CLIP (Radford et al. 2021) for 16x16 sprites and their short names: a word-piece "
+        f"tokenizer ({m['vocab_size']} pieces), a {m['layers']}-layer text transformer "
+        f"(width {m['width']}) and a 4-layer CNN, both mapped to unit vectors of "
+        f"{m['embed_dim']} dimensions; {training.get('parameters', 0) / 1e6:.2f} M parameters. "
+        "It conditions the text-to-sprite diffusion model and scores its prompts.\n",
+        f"Trained with `python -m diffusion.text --data {data.get('source')} --out "
+        f"{os.fspath(folder)} --epochs {training.get('recipe', {}).get('epochs')}` on "
+        f"{data.get('pairs')} (sprite, name) pairs of the evaluator's training split "
+        f"({training.get('train_minutes')} minutes on one CPU thread, beside other work); "
+        "the held-out scores are on pairs it never saw.\n",
+        "## Retrieval (top-1 accuracy)\n",
+        "| pairs | n | image -> text (all names) | text -> image (all sprites) | name among 20 "
+        "| chance |\n|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Near-misses count as misses: the held-out names include 'dark brick wall nw' beside "
+        "'dark brick wall ne', which a 16x16 picture barely tells apart.\n",
+    ]
+    if credit := training.get("credit"):
+        parts.append("## Training data credit\n\n" + credit.replace("## ", "### ") + "\n")
+    return atomic_write(folder / "README.md", "\n".join(parts))
 
 
 def main(argv: list[str] | None = None) -> None:

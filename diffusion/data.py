@@ -57,6 +57,8 @@ class SpriteDataset:
         source: where the data came from (a path or ``hf://...``), for messages and reports.
         alt_images: (N, H, W, 3) uint8, another animation frame of sprite i (equal to
             ``images[i]`` for sprites that are not animated), or None when the source has none.
+        names: a short description of each sprite ("red potion"), for text conditioning, or
+            None when the source has none (``meta.json`` "names").
     """
 
     images: np.ndarray
@@ -64,6 +66,7 @@ class SpriteDataset:
     label_names: list[str]
     source: str
     alt_images: np.ndarray | None = None
+    names: list[str] | None = None
 
     def __post_init__(self) -> None:
         # Checked here as well as in the loaders so that subsets and hand-built datasets
@@ -142,6 +145,7 @@ class SpriteDataset:
             label_names=list(self.label_names),
             source=self.source,
             alt_images=None if self.alt_images is None else self.alt_images[idx],
+            names=None if self.names is None else np.asarray(self.names)[idx].tolist(),
         )
 
 
@@ -221,9 +225,11 @@ def _pngs(folder: Path) -> list[Path]:
 def _load_folder(folder: Path, source: str) -> SpriteDataset:
     layout = _detect_layout(folder)
     if layout == "npy":
-        data = _load_npy(folder / "images.npy", folder / "labels.npy", _meta_names(folder), source)
+        meta = _read_meta(folder)
+        data = _load_npy(folder / "images.npy", folder / "labels.npy", _meta_names(meta), source)
         alt = _load_alt_frames(folder, data.images)
-        return SpriteDataset(data.images, data.labels, data.label_names, source, alt)
+        names = _sprite_names(meta, len(data), folder)
+        return SpriteDataset(data.images, data.labels, data.label_names, source, alt, names)
     if layout == "course":
         return _load_npy(folder / COURSE_IMAGES, folder / COURSE_LABELS, COURSE_LABEL_NAMES, source)
     if layout == "png":
@@ -234,21 +240,36 @@ def _load_folder(folder: Path, source: str) -> SpriteDataset:
     )
 
 
-def _meta_names(folder: Path) -> list[str] | None:
+def _read_meta(folder: Path) -> dict:
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
-        return None
+        return {}
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{meta_path}: cannot read JSON ({err})") from err
-    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object")
+    return meta
+
+
+def _meta_names(meta: dict) -> list[str] | None:
+    names = meta.get("label_names")
     if names is None:
         return None
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise DataError(f"{meta_path}: label_names must be a list of non-empty strings")
+        raise DataError("meta.json: label_names must be a list of non-empty strings")
     if len(set(names)) != len(names):
-        raise DataError(f"{meta_path}: label_names has duplicates: {names}")
+        raise DataError(f"meta.json: label_names has duplicates: {names}")
+    return names
+
+
+def _sprite_names(meta: dict, n: int, folder: Path) -> list[str] | None:
+    names = meta.get("names")
+    if names is None:
+        return None
+    if not isinstance(names, list) or len(names) != n or not all(isinstance(x, str) for x in names):
+        raise DataError(f"{folder / 'meta.json'}: names must be {n} strings, one per sprite")
     return names
 
 

@@ -37,3 +37,13 @@ def configure_cpu_threads(concurrent_runs: int = 1) -> int:
     threads = cpu_threads(concurrent_runs)
     torch.set_num_threads(threads)
     return threads
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast pays here: a CUDA GPU with bf16, or a CPU whose oneDNN has bf16
+    kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False

@@ -448,11 +448,85 @@ def evaluate_palettes(
         "steps": steps,
         "guidance": guidance if guidance is not None else _default_guidance(pipe),
         "classifier": str(classifier_path),
+        "bf16": bool(getattr(pipe, "bf16", False)),
     }
     return {
         name: {**common, "palette": name, **_mean_over_seeds(runs)}
         for name, runs in reports.items()
     }
+
+
+def evaluate_text(
+    pipe: Any,
+    data: SpriteDataset,
+    *,
+    prompts: int = 240,
+    candidates: int = 20,
+    seed: int = 0,
+    palette: render.Palette = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """How well a text model's sprites match their prompts, by its own SpriteCLIP.
+
+    Prompts are the names of ``prompts`` held-out sprites (never seen in training, drawn
+    evenly over labels); each is drawn once with its label. Reported for the generated sprites,
+    for the same seeds without the prompt (label only: what the label alone explains), and for
+    the real held-out sprites: the mean CLIP score (cosine similarity of sprite and prompt) and
+    how often the own prompt is the nearest of ``candidates`` (itself and random other
+    held-out names; chance 1 / candidates).
+    """
+    if not getattr(pipe, "supports_text", False):
+        raise ValueError("this model takes no prompts: evaluate_text needs a text model")
+    if data.names is None:
+        raise ValueError(f"{data.source} has no sprite names to use as prompts")
+    _, held = data.split(HOLDOUT, SPLIT_SEED)
+    rng = np.random.default_rng(seed)
+    per_label = max(1, prompts // data.num_labels)
+    idx = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(held.labels == k))[:per_label]
+            for k in range(data.num_labels)
+        ]
+    )
+    names = [held.names[i] for i in idx]
+    context = np.eye(data.num_labels, dtype=np.float32)[held.labels[idx]]
+    sides = {
+        "generated": pipe.generate(context, n=len(idx), prompt=names, seed=seed, **options),
+        "label_only": pipe.generate(context, n=len(idx), seed=seed, **options),
+    }
+    sides = {k: render.apply_palette(v, palette, pipe.palette) for k, v in sides.items()}
+    sides["real"] = held.images[idx]
+    clip = pipe.text_encoder
+    # Rivals: other held-out names (an offset of 1..N-1 never lands on the own name).
+    others = (idx[:, None] + rng.integers(1, len(held), (len(idx), candidates - 1))) % len(held)
+    with torch.no_grad():
+        text = clip.encode_text(names)
+        all_text = clip.encode_text(held.names)
+        report: dict[str, Any] = {"prompts": len(idx), "candidates": candidates}
+        for side, images in sides.items():
+            img = clip.encode_image(images)
+            own = (img * text).sum(1)
+            rival = torch.einsum("nd,nkd->nk", img, all_text[torch.as_tensor(others)])
+            report[side] = {
+                "clip_score": float(own.mean()),
+                f"own_of_{candidates}": float((own[:, None] > rival).all(1).float().mean()),
+            }
+    report["chance"] = 1 / candidates
+    report["examples"] = names[:: max(1, len(names) // 8)][:8]
+    return report
+
+
+def format_text_report(report: dict[str, Any]) -> str:
+    k = report["candidates"]
+    lines = [
+        f"text: {report['prompts']} held-out names as prompts, SpriteCLIP score and own prompt "
+        f"nearest of {k} (chance {report['chance']:.2f})",
+        f"{'':12} {'clip score':>10} {'own of ' + str(k):>10}",
+    ]
+    for side in ("real", "generated", "label_only"):
+        r = report[side]
+        lines.append(f"{side:12} {r['clip_score']:10.3f} {r[f'own_of_{k}']:10.3f}")
+    return "\n".join(lines)
 
 
 def _palette_name(palette: render.Palette) -> str:
@@ -670,6 +744,16 @@ def main(argv: list[str] | None = None) -> int:
         help="palette stages to measure on the same samples, comma-separated: raw, data or a "
         "colour count (e.g. 'raw,data'); the JSON holds the first, and 'variants' all of them",
     )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="also score prompts (a text model): SpriteCLIP agreement on held-out names",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="the network's precision (default: the model's sampling.precision)",
+    )
     parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
     parser.add_argument(
         "--cache", type=Path, help=f"classifier cache folder (default {DEFAULT_CACHE})"
@@ -685,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     from diffusion import SpritePipeline
 
     pipe = SpritePipeline.from_pretrained(args.model)
+    if args.precision:
+        pipe.defaults["precision"] = args.precision
     if args.sampler not in pipe.samplers:
         parser.error(f"unknown sampler {args.sampler!r}; choose from {list(pipe.samplers)}")
     reports = evaluate_palettes(
@@ -702,6 +788,19 @@ def main(argv: list[str] | None = None) -> int:
     for report in reports.values():
         report["model"] = args.model
         print(format_report(report) + "\n")
+    if args.text:
+        text = evaluate_text(
+            pipe,
+            load_dataset(args.data),
+            seed=seeds[0],
+            palette=palettes[0],
+            sampler=args.sampler,
+            steps=args.steps,
+            **({"guidance": args.guidance} if args.guidance is not None else {}),
+        )
+        print(format_text_report(text))
+        for report in reports.values():
+            report["text"] = text
     if args.json is not None:
         first = next(iter(reports.values()))
         if len(reports) > 1:

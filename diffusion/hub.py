@@ -9,7 +9,8 @@ import huggingface_hub
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-MODEL_FILES = ("config.json", "model.safetensors", "README.md")
+# A text model keeps its SpriteCLIP in a text_encoder/ sub-folder.
+MODEL_FILES = ("config.json", "model.safetensors", "README.md", "text_encoder/*")
 
 
 def resolve_model_dir(name: str | os.PathLike) -> Path:

@@ -5,6 +5,7 @@ a vector, an up path with skip connections, time and context embeddings that sca
 features) with its faults fixed: residual shortcuts are real 1x1 convolutions created once,
 timesteps get a sinusoidal embedding, normalisation is GroupNorm, and an all-zero context maps to
 a learned "no context" embedding so that one network serves classifier-free guidance.
+A text embedding, when the config has one, is projected and added to the same embedding.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class UnetConfig:
     attention: tuple[int, ...] = ()
     # Self-conditioning (Chen et al. 2023): the network also sees its previous x0 estimate.
     self_condition: bool = False
+    # Size of a text embedding (SpriteCLIP's) that conditions the network beside the label;
+    # 0 for a label-only model.
+    text_dim: int = 0
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -124,7 +128,9 @@ class ContextUnet(nn.Module):
     x is (n, C, H, W) in about [-1, 1], t a float tensor (n,) of timesteps in [0, T] and context
     (n, num_labels) label weights: one-hot for a label, a mix for blends, all zeros for none.
     With ``config.self_condition``, ``x0_prev`` (n, C, H, W) is the previous x0 estimate
-    (zeros, the default, for none). ``config.prediction`` says whether the output is eps or v.
+    (zeros, the default, for none). With ``config.text_dim``, ``text`` (n, text_dim) is the
+    prompt's embedding (zeros, the default, for none). ``config.prediction`` says whether the
+    output is eps or v.
     """
 
     def __init__(self, config: UnetConfig | None = None, **kwargs) -> None:
@@ -135,6 +141,11 @@ class ContextUnet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.label_emb = nn.Linear(c.num_labels, e, bias=False)
         self.null_emb = nn.Parameter(torch.zeros(e))
+        if c.text_dim:
+            self.text_mlp = nn.Sequential(nn.Linear(c.text_dim, e), nn.SiLU(), nn.Linear(e, e))
+            # Zero at first: a text model fine-tuned from a label model starts as that model.
+            nn.init.zeros_(self.text_mlp[-1].weight)
+            nn.init.zeros_(self.text_mlp[-1].bias)
         stem_in = 2 * c.in_channels if c.self_condition else c.in_channels
         self.stem = nn.Conv2d(stem_in, ch[0], 3, padding=1)
 
@@ -170,17 +181,25 @@ class ContextUnet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def embed(self, t: Tensor, context: Tensor) -> Tensor:
+    def embed(self, t: Tensor, context: Tensor, text: Tensor | None = None) -> Tensor:
         """Joint time + context embedding; the null embedding fills in missing label weight."""
         temb = self.time_mlp(timestep_embedding(t / self.config.T, self.config.emb_dim))
         context = context.to(temb.dtype)
         missing = (1 - context.sum(dim=1, keepdim=True)).clamp(min=0)
-        return temb + self.label_emb(context) + missing * self.null_emb
+        emb = temb + self.label_emb(context) + missing * self.null_emb
+        if text is not None and self.config.text_dim:
+            emb = emb + self.text_mlp(text.to(temb.dtype))
+        return emb
 
     def forward(
-        self, x: Tensor, t: Tensor, context: Tensor, x0_prev: Tensor | None = None
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: Tensor,
+        x0_prev: Tensor | None = None,
+        text: Tensor | None = None,
     ) -> Tensor:
-        emb = self.embed(t, context)
+        emb = self.embed(t, context, text)
         if self.config.self_condition:
             x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x)], dim=1)
         h = self.stem(x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -23,16 +24,24 @@ from PIL import Image
 from torch import Tensor, nn
 
 from . import objectives, render
-from .device import configure_cpu_threads, default_device
+from .device import bf16_is_fast, configure_cpu_threads, default_device
+from .files import atomic_write
 from .hub import resolve_model_dir
 from .model import ContextUnet, UnetConfig
 from .samplers import SAMPLERS, Denoiser, Noise, Steps
 from .schedules import Schedule
+from .text import SpriteCLIP
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "sprites16"
 FORMAT = "sprite-diffusion/1"
 Context = str | int | Mapping[str, float] | Sequence[float] | np.ndarray | Tensor | None
 MAX_SEED = 2**63 - 1
+GUIDES = ("both", "label", "text")
+TEXT_ENCODER = "text_encoder"  # the sub-folder of a text model that holds its SpriteCLIP
+
+
+class UnknownWordsWarning(UserWarning):
+    """A prompt holds words that no training description used."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class SpritePipeline:
         device: str | torch.device | None = None,
         resolution: int | None = None,
         defaults: Mapping[str, Any] | None = None,
+        text_encoder: SpriteCLIP | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cpu":
@@ -74,6 +84,28 @@ class SpritePipeline:
         self.config: dict[str, Any] = {}  # the whole config.json of a loaded model
         # The training data's colours, (k, 3) uint8, for the palette stage (palette="data").
         self.palette: np.ndarray | None = None
+        if bool(getattr(config, "text_dim", 0)) != (text_encoder is not None):
+            raise ValueError("a text model needs its text encoder, and only a text model takes one")
+        self.text_encoder = text_encoder.to(self.device).eval() if text_encoder else None
+
+    def default_steps(self, sampler: str) -> int:
+        """The step count a sampler runs when none is given: the model's measured choice
+        (config ``sampling.sampler_steps``), else the sampler's generic default."""
+        if sampler == self.defaults["sampler"]:
+            return self.defaults["steps"]
+        measured = self.defaults.get("sampler_steps", {})
+        return measured.get(sampler, SAMPLERS[sampler].default_steps if sampler in SAMPLERS else 1)
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the network runs in bf16 autocast: the model's ``precision`` default says
+        "bf16" and the device has fast bf16 (see :func:`diffusion.device.bf16_is_fast`)."""
+        return self.defaults.get("precision") == "bf16" and bf16_is_fast(self.device)
+
+    @property
+    def supports_text(self) -> bool:
+        """Whether ``prompt=`` works: the model was trained on descriptions as well as labels."""
+        return self.text_encoder is not None
 
     @property
     def samplers(self) -> list[str]:
@@ -96,12 +128,16 @@ class SpritePipeline:
             raise ValueError(f"{config_path}: not a {FORMAT} config ({config.get('format')=})")
         model = ContextUnet(UnetConfig(**config["model"]))
         safetensors.torch.load_model(model, weights_path, device="cpu")
+        text_encoder = None
+        if model.config.text_dim:
+            text_encoder = SpriteCLIP.from_pretrained(folder / TEXT_ENCODER)
         pipe = cls(
             model,
             Schedule.from_config(config["schedule"]),
             config["labels"],
             device=device,
             defaults=config.get("sampling"),
+            text_encoder=text_encoder,
         )
         pipe.config = config
         if "palette" in config:
@@ -127,10 +163,12 @@ class SpritePipeline:
             ),
             **(extra or {}),
         }
-        _atomic_write(folder / "config.json", json.dumps(config, indent=2).encode())
-        tmp = folder / "model.safetensors.tmp"
-        safetensors.torch.save_model(self.model, tmp)
-        os.replace(tmp, folder / "model.safetensors")
+        atomic_write(folder / "config.json", json.dumps(config, indent=2))
+        atomic_write(
+            folder / "model.safetensors", lambda tmp: safetensors.torch.save_model(self.model, tmp)
+        )
+        if self.text_encoder is not None:
+            self.text_encoder.save_pretrained(folder / TEXT_ENCODER)
 
     # -- sampling -----------------------------------------------------------------------------
 
@@ -160,6 +198,29 @@ class SpritePipeline:
             raise ValueError("label weights must be finite and non-negative")
         return w.float().expand(n, k).to(self.device)
 
+    def unknown_words(self, prompt: str | Sequence[str]) -> list[str]:
+        """Words of ``prompt`` that no training description used (read as word pieces)."""
+        if self.text_encoder is None:
+            return []
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        return list(dict.fromkeys(w for p in prompts for w in self.text_encoder.unknown_words(p)))
+
+    def encode_prompt(self, prompt: str | Sequence[str] | None, n: int) -> Tensor | None:
+        """A description, or one per sprite, -> (n, text_dim) on the device; None for none."""
+        if prompt is None:
+            return None
+        if self.text_encoder is None:
+            raise ValueError(
+                "this model takes no prompt: it was trained on labels only; "
+                "load a text model (see the README) or use context="
+            )
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not all(isinstance(p, str) for p in prompts) or len(prompts) not in (1, n):
+            raise ValueError(f"prompt must be a string or a list of {n} strings")
+        if not all(p.strip() for p in prompts):
+            raise ValueError("the prompt is empty: describe the sprite in a few words")
+        return self.text_encoder.encode_text(prompts).expand(n, -1)
+
     def _check(self, sampler: str, steps: int, guidance: float, eta: float | None, n: int):
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose from {self.samplers}")
@@ -177,20 +238,33 @@ class SpritePipeline:
             if eta != 0 and not SAMPLERS[sampler].uses_eta:
                 raise ValueError(f"sampler {sampler!r} takes no eta")
 
-    def _denoiser(self, context: Tensor, guidance: float, timestep: dict[float, float]):
+    def _denoiser(
+        self,
+        context: Tensor,
+        guidance: float,
+        timestep: dict[float, float],
+        text: Tensor | None = None,
+        guide: str = "both",
+    ):
         """eps(x, sigma) in the sigma view, with batched classifier-free guidance.
 
-        ``timestep`` maps the sigmas a sampler walks to their timesteps, so that the usual case
-        is a lookup rather than an inversion of the schedule. A v-predicting network's output is
-        turned into eps; a self-conditioned one is fed its previous x0 estimate.
+        ``guide`` says what guidance pushes towards: the unconditional half of the batch drops
+        the label and the text ("both"), or only the one named. ``timestep`` maps the sigmas a
+        sampler walks to their timesteps, so that the usual case is a lookup rather than an
+        inversion of the schedule. A v-predicting network's output is turned into eps; a
+        self-conditioned one is fed its previous x0 estimate.
         """
-        guided = guidance != 1 and bool(context.any())
+        drop_label, drop_text = guide != "text", text is not None and guide != "label"
+        guided = guidance != 1 and ((drop_label and bool(context.any())) or drop_text)
         if guided:
-            context = torch.cat([context, torch.zeros_like(context)])
+            context = torch.cat([context, torch.zeros_like(context) if drop_label else context])
+            if text is not None:
+                text = torch.cat([text, torch.zeros_like(text) if drop_text else text])
         config = getattr(self.model, "config", None)
         prediction = getattr(config, "prediction", "eps")
         self_condition = getattr(config, "self_condition", False)
         x0_prev: Tensor | None = None
+        bf16 = self.bf16
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             nonlocal x0_prev
@@ -200,11 +274,12 @@ class SpritePipeline:
             s = float(sigma)
             t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
             t = torch.full((len(model_in),), t, device=self.device)
-            extra = {}
+            extra = {"text": text} if text is not None else {}
             if self_condition:
                 prev = torch.zeros_like(x) if x0_prev is None else x0_prev
                 extra["x0_prev"] = torch.cat([prev, prev]) if guided else prev
-            out = self.model(model_in, t, context, **extra).float()
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+                out = self.model(model_in, t, context, **extra).float()
             eps = objectives.eps_from_output(prediction, out, model_in, 1 / (1 + sigma**2))
             if guided:
                 cond, uncond = eps.chunk(2)
@@ -232,8 +307,16 @@ class SpritePipeline:
         strength: float | None = None,
         mask: np.ndarray | None = None,
         resample: int = 1,
+        prompt: str | Sequence[str] | None = None,
+        guide: str = "both",
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
+
+        ``prompt`` describes the sprite in words ("red potion", or a list of n descriptions;
+        a text model only, see :attr:`supports_text`), alongside ``context``. ``guide`` says
+        what ``guidance`` follows: "both" (label and prompt), "label" or "text". Words the model
+        never saw in training are read as word pieces; :meth:`unknown_words` lists them and a
+        warning names them.
 
         ``noise`` (n, C, H, W) is the start noise x_T ~ N(0, I), in place of the seed's draw
         (the seed still drives any later noise): for reproducing a run, or for interpolating.
@@ -259,7 +342,7 @@ class SpritePipeline:
         means the same on every device. ``seed=None`` draws one (see ``Frame.seed``).
         """
         sampler = sampler or self.defaults["sampler"]
-        steps = steps if steps is not None else self.defaults["steps"]
+        steps = steps if steps is not None else self.default_steps(sampler)
         guidance = float(guidance if guidance is not None else self.defaults["guidance"])
         self._check(sampler, steps, guidance, eta, n)
         seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
@@ -268,6 +351,17 @@ class SpritePipeline:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         render.check_palette(palette, self.palette)
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        if guide == "text" and prompt is None:
+            raise ValueError("guide='text' needs a prompt=")
+        text = self.encode_prompt(prompt, n)
+        if unknown := self.unknown_words(prompt or []):
+            warnings.warn(
+                f"words not seen in training, read as word pieces: {', '.join(unknown)}",
+                UnknownWordsWarning,
+                stacklevel=2,
+            )
         start_noise = self._start_noise(noise, n)
         source, keep, strength = self._edit_inputs(image, strength, mask, resample, n)
         spec = SAMPLERS[sampler]
@@ -292,7 +386,8 @@ class SpritePipeline:
         else:  # the forward process to sigma: x0 + sigma * eps in the sigma view
             x = source + sig[0] * x_T
         ts = self.schedule.t_from_sigma(sigmas).tolist()
-        denoise = self._denoiser(ctx, guidance, dict(zip(sig.tolist(), ts, strict=True)))
+        timestep = dict(zip(sig.tolist(), ts, strict=True))
+        denoise = self._denoiser(ctx, guidance, timestep, text, guide)
         if keep is not None:
             denoise = _repaint(denoise, source, keep, draw)
         if resample > 1:
@@ -453,9 +548,3 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     if float(omega) < 1e-6:  # (nearly) parallel: the straight line is the arc
         return torch.lerp(a, b, t)
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ import argparse
 import copy
 import csv
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,12 @@ from . import objectives, render
 from .card import write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, SpriteDataset, load_dataset
 from .device import default_device
+from .files import atomic_write
 from .hub import push_to_hub
 from .model import ContextUnet, UnetConfig
 from .pipeline import SpritePipeline
 from .schedules import SCHEDULES, make_schedule
+from .text import SpriteCLIP, mirror_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,6 +91,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="P",
         help="self-conditioning on the previous x0 estimate, used in training with probability P "
         "(Chen et al. 2023 use 0.5); 0 = off",
+    )
+    p.add_argument(
+        "--text-encoder",
+        type=Path,
+        metavar="CLIP",
+        help="a SpriteCLIP folder (python -m diffusion.text): condition on each sprite's name too",
+    )
+    p.add_argument(
+        "--p-uncond-text",
+        type=float,
+        default=0.1,
+        help="text dropout probability, drawn apart from the label's (--p-uncond)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="MODEL",
+        help="start from this model folder's weights (same network; a text part starts at zero)",
     )
     p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=500, help="diffusion steps of the schedule")
@@ -152,7 +171,15 @@ class Trainer:
             attention=tuple(int(level) for level in args.attention.split(",") if level.strip()),
             self_condition=args.self_cond > 0,
         )
-        self.model = ContextUnet(config).to(self.device)
+        self.clip, self.text = None, None
+        if args.text_encoder:
+            self.clip = SpriteCLIP.from_pretrained(args.text_encoder)
+            config.text_dim = self.clip.config.embed_dim
+            self.text = text_table(self.clip, data)
+        self.model = ContextUnet(config)
+        if args.init:
+            init_from(self.model, args.init)
+        self.model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         # channels_last makes oneDNN's CPU convolutions about 20% faster at these sizes.
         self.memory_format = (
@@ -176,23 +203,28 @@ class Trainer:
 
     # -- one epoch ------------------------------------------------------------------------------
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Sprites (augmented), label weights and name embeddings (or None), each dropped out
+        on its own so that guidance can follow the label, the text or both."""
         g, a = self.generator, self.args
         use_alt = torch.rand(len(idx), generator=g) < a.p_alt_frame
         x = torch.where(use_alt[:, None, None, None], self.alt[idx], self.images[idx])
-        if a.flip:
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        flip = torch.rand(len(idx), generator=g) < (0.5 if a.flip else 0.0)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
         context = F.one_hot(self.labels[idx], self.data.num_labels).float()
         context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
-        return x, context
+        text = None
+        if self.text is not None:  # a flipped sprite gets its mirrored name ("left" <-> "right")
+            text = torch.where(flip[:, None], self.text[1][idx], self.text[0][idx])
+            text[torch.rand(len(idx), generator=g) < a.p_uncond_text] = 0
+        return x, context, text
 
     def train_epoch(self, bar: tqdm) -> float:
         a, g = self.args, self.generator
         order = torch.multinomial(self.weights, len(self.data), replacement=True, generator=g)
         losses = []
         for start in range(0, len(order), a.batch_size):
-            x0, context = self.batch(order[start : start + a.batch_size])
+            x0, context, text = self.batch(order[start : start + a.batch_size])
             t = torch.rand(len(x0), generator=g) * self.schedule.T
             noise = torch.randn(x0.shape, generator=g)
             # sqrt(1 - abar) * noise: the forward process the course gets wrong.
@@ -204,12 +236,15 @@ class Trainer:
             xt, target, weight, context, t, abar, self_cond = (
                 v.to(self.device) for v in (xt, target, weight, context, t, abar, self_cond)
             )
+            text = text.to(self.device) if text is not None else None
             xt = xt.contiguous(memory_format=self.memory_format)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, a)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
-                x0_prev = self.x0_estimate(xt, t, context, abar, self_cond) if a.self_cond else None
-                out = self.forward(xt, t, context, x0_prev).float()
+                x0_prev = (
+                    self.x0_estimate(xt, t, context, abar, self_cond, text) if a.self_cond else None
+                )
+                out = self.forward(xt, t, context, x0_prev, text).float()
                 per_row = (out - target).square().mean(dim=(1, 2, 3))
                 loss = (weight * per_row).mean()
             self.opt.zero_grad(set_to_none=True)
@@ -224,9 +259,9 @@ class Trainer:
         return float(np.mean(losses))
 
     @torch.no_grad()
-    def x0_estimate(self, xt, t, context, abar, use) -> torch.Tensor:
+    def x0_estimate(self, xt, t, context, abar, use, text) -> torch.Tensor:
         """Self-conditioning input: the network's own x0 estimate for rows in ``use``, else 0."""
-        out = self.forward(xt, t, context).float()
+        out = self.forward(xt, t, context, text=text).float()
         eps = objectives.eps_from_output(self.args.prediction, out, xt, abar)
         x0 = objectives.x0_from_eps(xt, eps, abar).clamp(-1, 1)
         return torch.where(use[:, None, None, None], x0, torch.zeros_like(x0))
@@ -254,13 +289,8 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        path = self.args.out / "checkpoint.pt"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(self.checkpoint_state(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        state = self.checkpoint_state()
+        atomic_write(self.args.out / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> None:
         # weights_only: a checkpoint is data, never code; a pickled object in it is refused.
@@ -278,7 +308,12 @@ class Trainer:
         defaults = {"sampler": "dpmpp_2m", "steps": 20, "guidance": self.args.guidance}
         model = copy.deepcopy(self.ema).to(memory_format=torch.contiguous_format)
         return SpritePipeline(
-            model, self.schedule, self.data.label_names, device=self.device, defaults=defaults
+            model,
+            self.schedule,
+            self.data.label_names,
+            device=self.device,
+            defaults=defaults,
+            text_encoder=self.clip,
         )
 
     def export(self) -> SpritePipeline:
@@ -287,7 +322,9 @@ class Trainer:
         pipe.palette = render.data_palette(self.data.images)
         a = self.args
         recipe = {
-            k: v for k, v in vars(a).items() if k not in ("data", "out", "resume", "push_to_hub")
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(a).items()
+            if k not in ("data", "out", "resume", "push_to_hub")
         }
         training = {
             "data": {"source": self.data.source, "counts": self.data.counts()},
@@ -314,6 +351,29 @@ class Trainer:
         sheet = render.grid(np.concatenate(rows), scale=4, cols=8)
         render.save_png(sheet, folder / f"epoch{self.epoch:04d}.png")
         return render.save_png(sheet, self.args.out / "samples.png")
+
+
+def text_table(clip: SpriteCLIP, data: SpriteDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen text embeddings of every sprite's name and of its mirrored name."""
+    if data.names is None:
+        raise SystemExit(f"--text-encoder: {data.source} has no sprite names (meta.json 'names')")
+    with torch.no_grad():
+        return (
+            clip.encode_text(data.names).cpu(),
+            clip.encode_text([mirror_name(n) for n in data.names]).cpu(),
+        )
+
+
+def init_from(model: ContextUnet, folder: Path) -> None:
+    """Load a trained model's weights into ``model``; only a text part may be missing."""
+    pipe = SpritePipeline.from_pretrained(folder, device="cpu")
+    ours, theirs = model.config.to_dict(), pipe.model.config.to_dict()
+    differ = sorted(k for k in ours if k != "text_dim" and ours[k] != theirs.get(k))
+    if differ:
+        raise SystemExit(f"--init {folder}: its network differs in {differ}; pass the same flags")
+    missing, unexpected = model.load_state_dict(pipe.model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("text_mlp.") for k in missing):
+        raise SystemExit(f"--init {folder}: another network ({missing=}, {unexpected=})")
 
 
 def _drop_rows_after(log_path: Path, epoch: int) -> None:

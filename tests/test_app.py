@@ -27,6 +27,7 @@ from PIL import Image
 
 import app
 from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig, render
+from diffusion.text import ClipConfig, SpriteCLIP, train_tokenizer
 from ui import context as ctx
 from ui import generate as gen
 from ui.compare import CompareTab
@@ -49,6 +50,23 @@ def tiny_pipeline(T: int = T) -> SpritePipeline:
     pipe = SpritePipeline(model, Schedule.linear(T), LABELS, device="cpu")
     pipe.palette = np.array([[255, 255, 255], [20, 12, 28], [211, 69, 73]], np.uint8)
     return pipe
+
+
+def tiny_text_pipeline() -> SpritePipeline:
+    """tiny_pipeline's network conditioned on text too, with an untrained SpriteCLIP."""
+    torch.manual_seed(0)
+    names = ["red potion", "blue potion", "fire ant", "skeleton warrior", "golden sword"]
+    clip_config = ClipConfig(vocab_size=60, width=16, layers=1, heads=2, embed_dim=8, resolution=16)
+    clip = SpriteCLIP(clip_config, train_tokenizer(names * 3, 60), ["red", "potion", "ant"])
+    config = UnetConfig(num_labels=len(LABELS), channels=(8, 16), emb_dim=16, groups=4, T=T,
+                        text_dim=8)  # fmt: skip
+    model = ContextUnet(config)
+    torch.nn.init.normal_(model.out[-1].weight, std=0.2)
+    # Blocks start as the identity (zero conv2), deaf to the embedding; wake them so prompts matter.
+    for name, param in model.named_parameters():
+        if name.endswith("conv2.weight") or name == "text_mlp.2.weight":
+            torch.nn.init.normal_(param, std=0.3)
+    return SpritePipeline(model, Schedule.linear(T), LABELS, device="cpu", text_encoder=clip)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +147,37 @@ def test_bad_input_gets_a_clear_message(
     with pytest.raises(gr.Error) as err:
         gen.validate_request(pipe, **args)
     assert message in err.value.message
+
+
+def test_a_prompt_reaches_the_sprites_and_the_status(tmp_path: Path):
+    studio = ctx.Studio({"text": tiny_text_pipeline()}, ctx.OutputStore(tmp_path / "out"))
+    plain = final(run(studio, n=2))
+    red = final(run(studio, n=2, prompt="  red   potion "))
+    ant = final(run(studio, n=2, prompt="fire ant"))
+    assert '"red potion" (hero)' in red["status"] and "new words" not in red["status"]
+    # "fire" never appeared in this encoder's training words: said, not silently dropped.
+    assert "new words, read as word pieces: fire" in ant["status"]
+    assert not np.array_equal(red["sprites"], plain["sprites"])
+    assert not np.array_equal(red["sprites"], ant["sprites"])
+    again = final(run(studio, n=2, prompt="red potion"))
+    assert np.array_equal(red["sprites"], again["sprites"])
+
+
+def test_a_prompt_is_refused_by_a_label_model_and_when_too_long(pipe: SpritePipeline):
+    args = {"label": "hero", "sampler": "ddim", "steps": 10, "guidance": 2, "seed": 0, "n": 4}
+    with pytest.raises(gr.Error, match="trained on labels only and takes no prompt"):
+        gen.validate_request(pipe, **args, prompt="red potion")
+    assert gen.validate_request(pipe, **args, prompt="   ").prompt is None
+    with pytest.raises(gr.Error, match="keep it to a few words"):
+        gen.validate_request(tiny_text_pipeline(), **args, prompt="red potion " * 20)
+
+
+def test_the_prompt_box_shows_for_text_models_only(pipe: SpritePipeline, tmp_path: Path):
+    demo = app.build_demo({"tiny": pipe, "text": tiny_text_pipeline()})
+    tab = next(t for t in demo.tabs if isinstance(t, GenerateTab))
+    assert tab.prompt_box.visible is False
+    assert tab.on_model(demo.studio.models["text"])[tab.prompt_box]["visible"] is True
+    assert tab.on_model(pipe)[tab.prompt_box]["visible"] is False
 
 
 def test_a_huge_input_is_not_echoed_back_whole(pipe: SpritePipeline):

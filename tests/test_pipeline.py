@@ -264,3 +264,22 @@ def test_thread_policy_never_oversubscribes(monkeypatch):
         assert device.configure_cpu_threads(2) == 5 and torch.get_num_threads() == 5
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_sampler_runs_the_models_measured_step_count(tiny_pipe):
+    tiny_pipe.defaults.update({"sampler": "dpmpp_2m", "steps": 7, "sampler_steps": {"ddim": 5}})
+    assert len(list(tiny_pipe.stream(0))) == 7
+    assert len(list(tiny_pipe.stream(0, sampler="ddim"))) == 5
+    assert len(list(tiny_pipe.stream(0, sampler="lms"))) == SAMPLERS["lms"].default_steps
+    assert len(list(tiny_pipe.stream(0, sampler="ddim", steps=3))) == 3
+
+
+def test_bf16_precision_tracks_float32(tiny_pipe):
+    fp32 = tiny_pipe.generate(0, n=4, steps=10, seed=3)
+    tiny_pipe.defaults["precision"] = "bf16"
+    if not tiny_pipe.bf16:
+        pytest.skip("this CPU has no fast bf16, so the model's bf16 setting is not used")
+    bf16 = tiny_pipe.generate(0, n=4, steps=10, seed=3)
+    diff = np.abs(bf16.astype(int) - fp32)
+    assert diff.max() > 0  # autocast really ran
+    assert diff.mean() < 3  # and stayed within a few levels of float32

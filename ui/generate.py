@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
@@ -41,6 +41,14 @@ PREVIEW_INTERVAL_S = 0.2
 GIF_MAX_FRAMES = 60
 GIF_HOLD_MS = 1500
 GIF_MS_RANGE = (20, 500)
+MAX_PROMPT_CHARS = 80
+PROMPT_EXAMPLES = [
+    ("red potion", "food"),
+    ("skeleton warrior", "hero"),
+    ("fire ant", "creature"),
+    ("golden sword", "weapon_spell"),
+    ("dark snowy oak", "terrain"),
+]
 PREVIEW_CHOICES = [("noisy state x_t", "noisy"), ("predicted clean image x̂₀", "clean")]
 
 
@@ -56,6 +64,8 @@ class GenerateRequest:
     n: int
     eta: float | None
     palette: str | int | None = None
+    prompt: str | None = None
+    unknown_words: tuple[str, ...] = ()  # words of the prompt that training never used
     # For the Edit tab: image=, strength=, mask= and resample= of SpritePipeline.stream.
     edit: dict[str, Any] | None = field(default=None, compare=False)
 
@@ -64,6 +74,8 @@ class GenerateRequest:
             what = " + ".join(f"{w:g}×{name}" for name, w in self.context.items())
         else:
             what = self.context or "unconditional"
+        if self.prompt:
+            what = f'"{self.prompt}" ({what})'
         eta = f" · eta {self.eta:g}" if self.eta is not None else ""
         palette = f" · palette {self.palette}" if self.palette is not None else ""
         edit = ""
@@ -72,8 +84,13 @@ class GenerateRequest:
             edit = f" · {kind}, strength {self.edit['strength']:g}"
         return (
             f"{self.n} × {what}{edit} · {self.sampler} · {self.steps} steps · "
-            f"guidance {self.guidance:g}{eta}{palette} · seed {self.seed}"
+            f"guidance {self.guidance:g}{eta}{palette} · seed {self.seed}{self.word_note()}"
         )
+
+    def word_note(self) -> str:
+        if not self.unknown_words:
+            return ""
+        return f" · new words, read as word pieces: {', '.join(self.unknown_words)}"
 
     def stream_options(self) -> dict[str, Any]:
         return {
@@ -85,6 +102,7 @@ class GenerateRequest:
             "seed": self.seed,
             "eta": self.eta,
             "palette": self.palette,
+            "prompt": self.prompt,
             **(self.edit or {}),
         }
 
@@ -131,6 +149,7 @@ def validate_request(
     eta: Any = None,
     mix: str | None = None,
     palette: Any = None,
+    prompt: str | None = None,
 ) -> GenerateRequest:
     """Check every generate input against ``pipe``; raise InputError naming the bad one.
 
@@ -159,9 +178,30 @@ def validate_request(
         # eta only means something for samplers that inject noise; elsewhere it is ignored.
         eta=finite(eta, "Eta", 0.0, 1.0) if spec.uses_eta and eta is not None else None,
         palette=parse_palette(palette, pipe),
+        prompt=check_prompt(pipe, prompt),
     )
+    if req.prompt:
+        req = replace(req, unknown_words=tuple(pipe.unknown_words(req.prompt)))
     check_work(req.sampler, req.steps, req.n)
     return req
+
+
+def check_prompt(pipe: SpritePipeline, prompt: Any) -> str | None:
+    """A stripped prompt, or None for an empty box; refused for a model without text."""
+    if prompt is None or not str(prompt).strip():
+        return None
+    prompt = " ".join(str(prompt).split())
+    if not pipe.supports_text:
+        raise InputError(
+            "This model was trained on labels only and takes no prompt: clear the prompt, or "
+            "pick a text model."
+        )
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(
+            f"The prompt is {len(prompt)} characters long; keep it to a few words "
+            f"(at most {MAX_PROMPT_CHARS} characters)."
+        )
+    return prompt
 
 
 def pick_steps(total: int, limit: int) -> list[int]:
@@ -212,6 +252,7 @@ class GenerateTab:
         preview: str = "noisy",
         gif_ms: Any = 80,
         palette: Any = "raw",
+        prompt: str | None = "",
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream a run: live previews with progress, then the sheet, the GIF and the files.
@@ -225,7 +266,7 @@ class GenerateTab:
         with self.studio.sessions.job(session) as clicked:
             pipe = self.studio.pipe(model)
             req = validate_request(
-                pipe, label, sampler, steps, guidance, seed, n, eta, mix, palette
+                pipe, label, sampler, steps, guidance, seed, n, eta, mix, palette, prompt
             )
             if preview not in ("noisy", "clean"):
                 raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
@@ -246,6 +287,19 @@ class GenerateTab:
                 self.label = gr.Dropdown(
                     [*pipe0.labels, UNCONDITIONAL], value=pipe0.labels[0], label="Label"
                 )
+                with gr.Column(visible=pipe0.supports_text) as self.prompt_box:
+                    self.prompt = gr.Textbox(
+                        "",
+                        label="Prompt (optional)",
+                        placeholder="describe it in a few words, e.g. red potion",
+                        max_lines=1,
+                        elem_id="prompt",
+                    )
+                    self.prompt_examples = gr.Examples(
+                        [list(row) for row in PROMPT_EXAMPLES],
+                        [self.prompt, self.label],
+                        label="Try a prompt",
+                    )
                 self.sampler = gr.Dropdown(pipe0.samplers, value=d0["sampler"], label="Sampler")
                 self.sampler_info = gr.Markdown(sampler_info(d0["sampler"]))
                 # A number box, not a slider: a slider silently clamps what is typed into it.
@@ -344,6 +398,7 @@ class GenerateTab:
             self.preview,
             self.gif_ms,
             self.palette,
+            self.prompt,
         ]
         outputs = {
             "live": self.live,
@@ -382,11 +437,12 @@ class GenerateTab:
         self.dice.click(random_seed, None, self.seed, api_visibility="private", queue=False)
 
         def on_sampler(sampler_name: str, model_name: str) -> dict:
-            # A sampler picked by hand brings its own step count; an example keeps its own.
-            spec = SAMPLERS.get(sampler_name)
-            if spec is None:
+            # A sampler picked by hand brings the model's step count for it (measured, see
+            # benchmarks/steps.py); an example keeps its own.
+            if sampler_name not in SAMPLERS:
                 return {}
-            return {self.steps: min(spec.default_steps, studio.pipe(model_name).schedule.T)}
+            pipe = studio.pipe(model_name)
+            return {self.steps: min(pipe.default_steps(sampler_name), pipe.schedule.T)}
 
         def describe_sampler(sampler_name: str) -> dict:
             spec = SAMPLERS.get(sampler_name)
@@ -434,6 +490,8 @@ class GenerateTab:
         T = pipe.schedule.T
         return {
             self.label: gr.update(choices=[*pipe.labels, UNCONDITIONAL], value=pipe.labels[0]),
+            self.prompt_box: gr.update(visible=pipe.supports_text),
+            self.prompt: "",
             self.sampler: gr.update(choices=pipe.samplers, value=d["sampler"]),
             self.steps: gr.update(value=min(d["steps"], T), info=f"1 to {T}"),
             self.guidance: d["guidance"],

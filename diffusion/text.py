@@ -1,0 +1,325 @@
+"""SpriteCLIP: a small text-image model trained contrastively on (sprite, name) pairs.
+
+CLIP (Radford et al. 2021) at the scale of a 16x16 sprite: a word-piece tokenizer (the
+``tokenizers`` library, so an unseen word still reads as pieces), a two-layer text transformer
+and a four-layer CNN map a name and a sprite to unit vectors in one space, trained so that each
+sprite's vector is nearest its own name's among the batch (the symmetric InfoNCE loss).
+
+The text half conditions the diffusion model (``UnetConfig.text_dim``); the image half scores
+how well a generated sprite matches its prompt (``diffusion.evaluate``). Train one with
+``python -m diffusion.text --data DIR --out FOLDER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from . import render
+from .files import atomic_write
+
+FORMAT = "spriteclip/1"
+PAD, UNK = "[PAD]", "[UNK]"
+# Words that change meaning when a sprite is mirrored, so a flipped sprite gets a mirrored name.
+MIRRORED = {"left": "right", "nw": "ne", "sw": "se", "west": "east"}
+MIRRORED |= {b: a for a, b in MIRRORED.items()}
+
+
+@dataclass
+class ClipConfig:
+    """Everything needed to rebuild a SpriteCLIP; stored in its config.json."""
+
+    vocab_size: int = 512
+    max_tokens: int = 16
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+    embed_dim: int = 128
+    resolution: int = 16
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
+    """A lower-casing word-piece tokenizer fitted to ``texts``.
+
+    A vocabulary smaller than the number of distinct words keeps only frequent words whole and
+    splits the rest into pieces, so the pieces are trained too and carry meaning to new words.
+    """
+    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK])
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a text as the tokenizer sees them (lower case, punctuation apart)."""
+    return [w for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(text.lower())]
+
+
+def mirror_name(name: str) -> str:
+    """The name of the horizontally flipped sprite: 'wall left' -> 'wall right'."""
+    return " ".join(MIRRORED.get(w, w) for w in name.split())
+
+
+class TextEncoder(nn.Module):
+    """Token and position embeddings, a pre-norm transformer, the mean over real tokens."""
+
+    def __init__(self, c: ClipConfig) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(c.vocab_size, c.width)
+        self.positions = nn.Parameter(torch.randn(c.max_tokens, c.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            c.width, c.heads, 2 * c.width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.transformer = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.width)
+        self.proj = nn.Linear(c.width, c.embed_dim, bias=False)
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        h = self.tokens(ids) + self.positions[: ids.shape[1]]
+        h = self.norm(self.transformer(h, src_key_padding_mask=~mask))
+        m = mask[..., None].to(h.dtype)
+        return self.proj((h * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+class ImageEncoder(nn.Module):
+    """Four 3x3 convolutions (two of them halving the size), then one linear map."""
+
+    def __init__(self, c: ClipConfig) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU()]
+
+        side = c.resolution // 4
+        self.net = nn.Sequential(
+            *block(3, 32, 1), *block(32, 64, 2), *block(64, 128, 2), *block(128, 128, 1),
+            nn.Flatten(), nn.Linear(128 * side * side, c.embed_dim, bias=False),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class SpriteCLIP(nn.Module):
+    """Text and sprites in one embedding space: ``encode_text`` / ``encode_image`` give unit
+    vectors whose dot product says how well a sprite matches a description."""
+
+    def __init__(self, config: ClipConfig, tokenizer: Tokenizer, words: Sequence[str]) -> None:
+        super().__init__()
+        self.config, self.tokenizer = config, tokenizer
+        self.words = frozenset(words)  # every word of the training names, for unknown_words
+        self.text = TextEncoder(config)
+        self.image = ImageEncoder(config)
+        # CLIP's learned temperature, stored as a log and started at 1/0.07.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id(PAD), pad_token=PAD)
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token ids and the mask of real tokens, (n, L) each, padded to the longest text."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], device=self.device)
+        mask = torch.tensor([e.attention_mask for e in encodings], device=self.device).bool()
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("a description must hold at least one word")
+        if ids.shape[1] > self.config.max_tokens:
+            raise ValueError(
+                f"a description may be at most {self.config.max_tokens} word pieces long "
+                f"(about 5 words), got {ids.shape[1]}"
+            )
+        return ids, mask
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` that no training name used; they are read as word pieces."""
+        return [w for w in dict.fromkeys(words_of(text)) if w not in self.words]
+
+    def pieces(self, text: str) -> list[str]:
+        """How the tokenizer reads ``text``, e.g. ['fire', 'ant'] or ['dragon', '##fly']."""
+        return self.tokenizer.encode(text).tokens
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        return F.normalize(self.text(*self.tokenize(texts)), dim=-1)
+
+    def encode_image(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (n, H, W, 3) sprites, or a tensor (n, 3, H, W) in [-1, 1]."""
+        x = render.to_tensor(images) if isinstance(images, np.ndarray) else images
+        return F.normalize(self.image(x.to(self.device)), dim=-1)
+
+    def forward(self, images: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        """Image-text logits (n, n) of matching pairs: CLIP's scaled cosine similarities."""
+        img = F.normalize(self.image(images), dim=-1)
+        txt = F.normalize(self.text(ids, mask), dim=-1)
+        return self.logit_scale.clamp(max=math.log(100)).exp() * img @ txt.T
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike, extra: dict | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "model": asdict(self.config), "words": sorted(self.words)}
+        atomic_write(folder / "tokenizer.json", self.tokenizer.to_str())
+        atomic_write(folder / "config.json", json.dumps(config | (extra or {}), indent=2))
+        atomic_write(folder / "model.safetensors", lambda f: safetensors.torch.save_model(self, f))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> SpriteCLIP:
+        folder = Path(folder)
+        for name in ("config.json", "tokenizer.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} is not a SpriteCLIP folder: {name} is missing")
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("format") != FORMAT:
+            raise ValueError(f"{folder}: not a {FORMAT} config ({config.get('format')=})")
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        clip = cls(ClipConfig(**config["model"]), tokenizer, config["words"])
+        safetensors.torch.load_model(clip, folder / "model.safetensors", device="cpu")
+        return clip.eval()
+
+
+def clip_loss(logits: Tensor) -> Tensor:
+    """Symmetric InfoNCE: each image must pick its own text among the batch, and vice versa."""
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+@torch.no_grad()
+def retrieval(
+    clip: SpriteCLIP, images: np.ndarray, names: Sequence[str], candidates: int = 20, seed: int = 0
+) -> dict[str, float]:
+    """How often the right partner ranks first, on pairs the model may not have seen.
+
+    ``image_to_text``: a sprite's own name is the nearest of all ``names``; ``text_to_image``:
+    the other way round; ``of_{candidates}``: the own name is nearest among itself and
+    ``candidates - 1`` other names drawn at random (chance 1/candidates).
+    """
+    sim = (clip.encode_image(images) @ clip.encode_text(names).T).cpu()
+    n = len(names)
+    own = torch.arange(n)
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.delete(np.arange(n), i), candidates - 1, replace=False) for i in own]
+    others = sim.gather(1, torch.as_tensor(np.stack(picks)))
+    return {
+        "pairs": n,
+        "image_to_text": float((sim.argmax(1) == own).float().mean()),
+        "text_to_image": float((sim.argmax(0) == own).float().mean()),
+        f"of_{candidates}": float((sim.diagonal()[:, None] > others).all(1).float().mean()),
+        "chance_all": 1 / n,
+        f"chance_of_{candidates}": 1 / candidates,
+    }
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def train_clip(
+    images: np.ndarray,
+    names: Sequence[str],
+    *,
+    alt_images: np.ndarray | None = None,
+    config: ClipConfig | None = None,
+    epochs: int = 60,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    seed: int = 0,
+    log: Callable[[int, float], object] | None = None,
+) -> SpriteCLIP:
+    """Fit a SpriteCLIP to (sprite, name) pairs, with flips (and mirrored names) and the
+    second animation frame as augmentation; ``log(epoch, mean loss)`` after every epoch."""
+    torch.manual_seed(seed)
+    config = config or ClipConfig(resolution=images.shape[1])
+    tokenizer = train_tokenizer(list(names), config.vocab_size)
+    clip = SpriteCLIP(config, tokenizer, {w for name in names for w in words_of(name)})
+    pairs = [list(names), [mirror_name(name) for name in names]]
+    tokens = [clip.tokenize(texts) for texts in pairs]
+    x = render.to_tensor(images)
+    alt = render.to_tensor(alt_images) if alt_images is not None else x
+    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.1)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    clip.train()
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            use_alt = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None]
+            img = torch.where(use_alt, alt[idx], x[idx])
+            img = torch.where(flip[:, None, None, None], img.flip(3), img)
+            ids = torch.where(flip[:, None], tokens[1][0][idx], tokens[0][0][idx])
+            mask = torch.where(flip[:, None], tokens[1][1][idx], tokens[0][1][idx])
+            loss = clip_loss(clip(img, ids, mask))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        if log is not None:
+            log(epoch, float(np.mean(losses)))
+    return clip.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .card import write_clip_card
+    from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
+    from .train import data_credit
+
+    p = argparse.ArgumentParser(prog="python -m diffusion.text", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="a dataset with sprite names (meta.json)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the trained SpriteCLIP")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--vocab", type=int, default=ClipConfig.vocab_size)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    data = load_dataset(args.data)
+    if data.names is None:
+        raise SystemExit(f"{args.data}: no sprite names (meta.json 'names') to learn from")
+    train, held = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)
+    start = time.time()
+    config = ClipConfig(vocab_size=args.vocab, resolution=data.resolution)
+    clip = train_clip(
+        train.images,
+        train.names,
+        alt_images=train.alt_images,
+        config=config,
+        epochs=args.epochs,
+        seed=args.seed,
+        log=lambda epoch, loss: epoch % 10 or print(f"epoch {epoch}: loss {loss:.3f}", flush=True),
+    )
+    minutes = (time.time() - start) / 60
+    scores = {
+        "held_out": retrieval(clip, held.images, held.names),
+        "training": retrieval(clip, train.images[: len(held)], train.names[: len(held)]),
+    }
+    print(json.dumps(scores, indent=2))
+    training = {
+        "data": {"source": data.source, "pairs": len(train), "split": "train"},
+        "recipe": {"epochs": args.epochs, "batch_size": 256, "lr": 2e-3, "seed": args.seed},
+        "train_minutes": round(minutes, 1),
+        "parameters": sum(p.numel() for p in clip.parameters()),
+        "credit": data_credit(args.data),
+    }
+    clip.save_pretrained(args.out, {"training": training, "retrieval": scores})
+    write_clip_card(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The README's prompt grid: one row of sprites per prompt, drawn with a text model's defaults.
+
+python docs/prompt_grid.py [--model weights/sprites16-text] [--out docs/prompts.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from diffusion import SpritePipeline, render
+
+PROMPTS = [
+    ("red potion", "food"),
+    ("blue potion", "food"),
+    ("skeleton warrior", "hero"),
+    ("fire ant", "creature"),
+    ("golden sword", "weapon_spell"),
+    ("dark snowy oak", "terrain"),
+    ("brick wall", "terrain"),
+    ("green slime", "creature"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="weights/sprites16-text")
+    p.add_argument("--out", default="docs/prompts.png")
+    p.add_argument("--n", type=int, default=8)
+    args = p.parse_args()
+    pipe = SpritePipeline.from_pretrained(args.model)
+    palette = pipe.defaults.get("palette")
+    rows = [
+        pipe.generate(label, n=args.n, prompt=prompt, seed=i, palette=palette)
+        for i, (prompt, label) in enumerate(PROMPTS)
+    ]
+    render.save_png(render.grid(np.concatenate(rows), scale=4, cols=args.n), args.out)
+    print(args.out, "rows:", ", ".join(f"{p!r} ({label})" for p, label in PROMPTS))
+
+
+if __name__ == "__main__":
+    main()

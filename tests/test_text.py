@@ -1,0 +1,222 @@
+"""Text-to-sprite: SpriteCLIP's tokenizer, loss and retrieval; prompts through the pipeline."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion import SpritePipeline, train
+from diffusion.data import load_dataset
+from diffusion.pipeline import UnknownWordsWarning
+from diffusion.text import (
+    ClipConfig,
+    SpriteCLIP,
+    clip_loss,
+    mirror_name,
+    retrieval,
+    train_clip,
+    train_tokenizer,
+)
+
+COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 200, 60)}
+SHAPES = ("potion", "sword", "ring")
+
+
+def toy_pairs(repeats: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """8x8 sprites whose colour and shape are what their names say: 'red potion' and so on."""
+    rng = np.random.default_rng(seed)
+    images, names = [], []
+    masks = {
+        "potion": np.pad(np.ones((4, 4), bool), 2),
+        "sword": np.eye(8, dtype=bool) | np.eye(8, k=1, dtype=bool),
+        "ring": np.pad(np.pad(np.zeros((2, 2), bool), 1, constant_values=True), 2),
+    }
+    for _ in range(repeats):
+        for colour, rgb in COLOURS.items():
+            for shape in SHAPES:
+                img = np.full((8, 8, 3), 255, np.int64)
+                img[masks[shape]] = rgb
+                img = img + rng.integers(-10, 10, img.shape)
+                images.append(np.clip(img, 0, 255).astype(np.uint8))
+                names.append(f"{colour} {shape}")
+    return np.stack(images), names
+
+
+@pytest.fixture(scope="module")
+def toy_clip() -> tuple[SpriteCLIP, list[float]]:
+    images, names = toy_pairs()
+    losses: list[float] = []
+    config = ClipConfig(vocab_size=60, width=32, layers=1, heads=2, embed_dim=16, resolution=8)
+    clip = train_clip(
+        images,
+        names,
+        config=config,
+        epochs=60,
+        batch_size=18,
+        lr=3e-3,
+        log=lambda epoch, loss: losses.append(loss),
+    )
+    return clip, losses
+
+
+def test_tokenizer_round_trips_and_splits_unseen_words():
+    tokenizer = train_tokenizer(["fire ant", "red potion", "dark snowy oak"] * 5, 60)
+    for text in ("fire ant", "Red Potion", "dark snowy oak"):
+        assert tokenizer.decode(tokenizer.encode(text).ids) == text.lower()
+    # An unseen word is read as pieces, not dropped or turned into one unknown token.
+    tokens = tokenizer.encode("redoak").tokens
+    assert len(tokens) >= 2 and "[UNK]" not in tokens
+    assert tokenizer.decode(tokenizer.encode("redoak").ids) == "redoak"
+
+
+def test_unknown_words_are_named(toy_clip):
+    clip, _ = toy_clip
+    assert clip.unknown_words("red potion") == []
+    assert clip.unknown_words("Purple potion of doom") == ["purple", "of", "doom"]
+    assert mirror_name("dark wall left nw") == "dark wall right ne"
+
+
+def test_clip_loss_falls_and_retrieval_beats_chance(toy_clip):
+    clip, losses = toy_clip
+    assert losses[-1] < 0.5 * losses[0]
+    images, names = toy_pairs(repeats=1, seed=1)  # new noise: pairs it has not seen
+    scores = retrieval(clip, images, names, candidates=5)
+    assert scores["image_to_text"] >= 0.5 > scores["chance_all"] * 4
+    assert scores["of_5"] >= 0.8
+    logits = torch.eye(4) * 10
+    assert float(clip_loss(logits)) < 1e-3 < float(clip_loss(torch.zeros(4, 4)))
+
+
+def test_clip_round_trips_through_its_folder(toy_clip, tmp_path):
+    clip, _ = toy_clip
+    clip.save_pretrained(tmp_path / "clip")
+    again = SpriteCLIP.from_pretrained(tmp_path / "clip")
+    torch.testing.assert_close(again.encode_text(["blue ring"]), clip.encode_text(["blue ring"]))
+    with pytest.raises(ValueError, match="at most"):
+        clip.encode_text(["red " * 40])
+
+
+@pytest.fixture(scope="module")
+def text_pipe(toy_clip, tmp_path_factory) -> SpritePipeline:
+    """A small text model: fine-tuned with --init from a label model, as the shipped one."""
+    clip, _ = toy_clip
+    root = tmp_path_factory.mktemp("text")
+    images, names = toy_pairs()
+    folder = root / "data"
+    folder.mkdir()
+    labels = np.array([SHAPES.index(n.split()[1]) for n in names])
+    np.save(folder / "images.npy", images)
+    np.save(folder / "labels.npy", np.eye(3, dtype=np.float32)[labels])
+    (folder / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "names": names}))
+    clip.save_pretrained(root / "clip")
+    common = ["--data", str(folder), "--channels", "8,16", "--batch-size", "12",
+              "--warmup-steps", "2", "--epochs", "2", "--sample-every", "99"]  # fmt: skip
+    train.main([*common, "--out", str(root / "label")])
+    train.main(
+        [*common, "--out", str(root / "text"), "--init", str(root / "label"),
+         "--text-encoder", str(root / "clip")]
+    )  # fmt: skip
+    return SpritePipeline.from_pretrained(root / "text")
+
+
+def test_dataset_carries_names(text_pipe):
+    data = load_dataset(text_pipe.config["training"]["data"]["source"])
+    assert data.names[:2] == ["red potion", "red sword"]
+    assert data.subset([4, 1]).names == ["blue sword", "red sword"]
+
+
+def test_text_model_starts_as_its_label_model(text_pipe):
+    config = text_pipe.config["training"]["recipe"]
+    assert config["init"].endswith("label") and config["text_encoder"].endswith("clip")
+    assert text_pipe.supports_text and text_pipe.model.config.text_dim == 16
+    assert (
+        SpritePipeline.from_pretrained(config["init"]).model.state_dict()["stem.weight"].shape
+        == text_pipe.model.state_dict()["stem.weight"].shape
+    )
+
+
+def test_prompt_guidance_one_is_the_text_conditional_model(text_pipe):
+    """At guidance 1 the sampler sees exactly the network's output for (label, prompt)."""
+    pipe = text_pipe
+    with torch.inference_mode():  # as in sampling: the transformer's fast path differs by 1e-8
+        text = pipe.encode_prompt("red potion", 1)
+    seen = []
+    real_forward = pipe.model.forward
+
+    def spy(x, t, context, x0_prev=None, text=None):
+        seen.append((context.clone(), None if text is None else text.clone()))
+        return real_forward(x, t, context, x0_prev, text)
+
+    pipe.model.forward = spy
+    try:
+        a = pipe.generate("potion", prompt="red potion", guidance=1.0, steps=3, seed=5)
+        assert all(len(c) == 1 and torch.equal(t, text) for c, t in seen)
+        seen.clear()
+        pipe.generate("potion", prompt="red potion", guidance=3.0, steps=3, seed=5)
+        context, both = seen[0]
+        # Guided: a second half with the label and the text dropped ("both").
+        assert len(context) == 2 and not context[1].any() and not both[1].any()
+        seen.clear()
+        pipe.generate("potion", prompt="red potion", guidance=3.0, steps=3, seed=5, guide="text")
+        context, texts = seen[0]
+        assert torch.equal(context[0], context[1]) and not texts[1].any()
+        seen.clear()
+        pipe.generate("potion", prompt="red potion", guidance=3.0, steps=3, seed=5, guide="label")
+        context, texts = seen[0]
+        assert not context[1].any() and torch.equal(texts[0], texts[1])
+    finally:
+        del pipe.model.forward
+    b = pipe.generate("potion", prompt="red potion", guidance=1.0, steps=3, seed=5)
+    assert np.array_equal(a, b)
+    # The network's output follows the text (two epochs leave the text branch near its zero
+    # start, so it is made to matter here).
+    loud = copy.deepcopy(pipe.model)
+    torch.nn.init.normal_(loud.text_mlp[-1].weight, std=1.0)
+    x, t, label = torch.randn(1, 3, 8, 8), torch.tensor([50.0]), torch.tensor([[1.0, 0, 0]])
+    with torch.no_grad():
+        red, blue = (loud(x, t, label, text=pipe.encode_prompt(p, 1)) for p in ("red", "blue"))
+        plain = loud(x, t, label)
+    assert not torch.allclose(red, blue, atol=1e-5) and not torch.allclose(red, plain, atol=1e-5)
+
+
+def test_prompt_works_with_every_sampler_and_editing(text_pipe):
+    from diffusion import SAMPLERS
+
+    for sampler in SAMPLERS:
+        out = text_pipe.generate("ring", prompt="blue ring", sampler=sampler, steps=3, seed=1)
+        assert out.shape == (1, 8, 8, 3)
+    image = toy_pairs(1)[0][0]
+    varied = text_pipe.generate(
+        "potion", prompt="green potion", image=image, strength=0.5, steps=4, seed=1
+    )
+    assert varied.shape == (1, 8, 8, 3)
+    morph = text_pipe.interpolate(("potion", 1), ("ring", 2), frames=3, steps=3, prompt="red ring")
+    assert morph.shape == (3, 8, 8, 3)
+
+
+def test_unseen_words_are_reported_not_dropped(text_pipe):
+    assert text_pipe.unknown_words("purple potion") == ["purple"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text_pipe.generate("potion", prompt="purple potion", steps=2, seed=0)
+    assert any(
+        issubclass(w.category, UnknownWordsWarning) and "purple" in str(w.message) for w in caught
+    )
+
+
+def test_bad_prompts_are_refused(text_pipe, tiny_pipe):
+    with pytest.raises(ValueError, match="trained on labels only"):
+        tiny_pipe.generate(0, prompt="red potion", steps=2)
+    with pytest.raises(ValueError, match="empty"):
+        text_pipe.generate("potion", prompt="   ", steps=2)
+    with pytest.raises(ValueError, match="guide"):
+        text_pipe.generate("potion", prompt="red potion", steps=2, guide="colour")
+    with pytest.raises(ValueError, match="needs a prompt"):
+        text_pipe.generate("potion", steps=2, guide="text")
+    with pytest.raises(ValueError, match="list of 2"):
+        text_pipe.generate("potion", n=2, prompt=["a", "b", "c"], steps=2)
