@@ -175,9 +175,10 @@ def test_a_prompt_is_refused_by_a_label_model_and_when_too_long(pipe: SpritePipe
 def test_the_prompt_box_shows_for_text_models_only(pipe: SpritePipeline, tmp_path: Path):
     demo = app.build_demo({"tiny": pipe, "text": tiny_text_pipeline()})
     tab = next(t for t in demo.tabs if isinstance(t, GenerateTab))
-    assert tab.prompt_box.visible is False
-    assert tab.on_model(demo.studio.models["text"])[tab.prompt_box]["visible"] is True
-    assert tab.on_model(pipe)[tab.prompt_box]["visible"] is False
+    assert tab.prompt_box.visible is False and tab.prompt_examples.visible is False
+    for box in (tab.prompt_box, tab.prompt_examples):
+        assert tab.on_model(demo.studio.models["text"])[box]["visible"] is True
+        assert tab.on_model(pipe)[box]["visible"] is False
 
 
 def test_a_huge_input_is_not_echoed_back_whole(pipe: SpritePipeline):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import app
-from tests.test_app import free_port, tiny_pipeline
+from tests.test_app import free_port, tiny_pipeline, tiny_text_pipeline
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -48,15 +48,24 @@ WATCH_STATUS = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def url(tmp_path_factory) -> Iterator[str]:
-    demo = app.build_demo({"tiny": tiny_pipeline()}, app.OutputStore(tmp_path_factory.mktemp("o")))
+def serve(models: dict, folder: Path) -> Iterator[str]:
+    demo = app.build_demo(models, app.OutputStore(folder))
     port = free_port()
     app.launch(
         demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
     )
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> Iterator[str]:
+    yield from serve({"tiny": tiny_pipeline()}, tmp_path_factory.mktemp("o"))
+
+
+@pytest.fixture(scope="module")
+def text_url(tmp_path_factory) -> Iterator[str]:
+    yield from serve({"text": tiny_text_pipeline()}, tmp_path_factory.mktemp("t"))
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +200,25 @@ def test_edit_repaints_a_brushed_stroke(page):
     page.screenshot(path=SHOTS / "edit.png", full_page=True)
     no_error_pills(page)
     page.get_by_role("tab", name="Generate").click()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
+def test_a_text_model_gets_a_prompt_box_with_generate_in_view(
+    browser, text_url: str, width: int, height: int
+):
+    page = open_page(browser, text_url, width, height)
+    box = page.locator("#generate").bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
+    prompt = page.locator("#prompt textarea, #prompt input").first
+    assert prompt.is_visible()
+    if width > 1000:
+        page.get_by_text("red potion", exact=True).click()  # an example fills prompt and label
+        page.wait_for_function(
+            "() => document.querySelector('#prompt textarea, #prompt input').value"
+            " === 'red potion'"
+        )
+        page.click("#generate")
+        assert '"red potion" (food)' in wait_status(page, "done:")
+        no_error_pills(page)
+        page.screenshot(path=SHOTS / "prompt.png", full_page=True)
+    page.close()

@@ -295,11 +295,6 @@ class GenerateTab:
                         max_lines=1,
                         elem_id="prompt",
                     )
-                    self.prompt_examples = gr.Examples(
-                        [list(row) for row in PROMPT_EXAMPLES],
-                        [self.prompt, self.label],
-                        label="Try a prompt",
-                    )
                 self.sampler = gr.Dropdown(pipe0.samplers, value=d0["sampler"], label="Sampler")
                 self.sampler_info = gr.Markdown(sampler_info(d0["sampler"]))
                 # A number box, not a slider: a slider silently clamps what is typed into it.
@@ -313,6 +308,14 @@ class GenerateTab:
                 with gr.Row():
                     self.run_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     self.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                # Below the button, so that Generate stays in view on a phone.
+                with gr.Column(visible=pipe0.supports_text) as self.prompt_examples:
+                    gr.Examples(
+                        [list(row) for row in PROMPT_EXAMPLES],
+                        [self.prompt, self.label],
+                        label="Try a prompt (fills prompt and label)",
+                        elem_id="prompt-examples",
+                    )
                 with gr.Accordion("Options", open=False, elem_id="options"):
                     self.guidance = gr.Number(
                         value=d0["guidance"],
@@ -491,6 +494,7 @@ class GenerateTab:
         return {
             self.label: gr.update(choices=[*pipe.labels, UNCONDITIONAL], value=pipe.labels[0]),
             self.prompt_box: gr.update(visible=pipe.supports_text),
+            self.prompt_examples: gr.update(visible=pipe.supports_text),
             self.prompt: "",
             self.sampler: gr.update(choices=pipe.samplers, value=d["sampler"]),
             self.steps: gr.update(value=min(d["steps"], T), info=f"1 to {T}"),
