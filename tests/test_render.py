@@ -117,3 +117,15 @@ def test_a_one_frame_gif(tmp_path):
     frames = iio.imread(path, index=None)
     assert frames.shape[0] == 1 and frames[0, 0, 0, :3].tolist() == [10, 200, 30]
     assert iio.immeta(path)["duration"] == 700
+
+
+def test_gif_keeps_few_colour_frames_exact_and_noise_close(tmp_path):
+    rng = np.random.default_rng(2)
+    colours = rng.integers(0, 256, (200, 3), dtype=np.uint8)
+    sheet = colours[rng.integers(0, 200, (64, 64))]  # 200 colours: a finished, paletted sheet
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # every pixel its own colour
+    path = render.save_gif([Image.fromarray(noise), Image.fromarray(sheet)], tmp_path / "g.gif")
+    stack = iio.imread(path, index=None)[..., :3]
+    np.testing.assert_array_equal(stack[1], sheet)
+    # 256 colours for uniform noise: the best possible is about 10 levels off per channel.
+    assert np.abs(stack[0].astype(int) - noise).mean() < 16
