@@ -193,8 +193,8 @@ def write_clip_card(folder: str | os.PathLike) -> Path:
     for split, r in config.get("retrieval", {}).items():
         n, k = r["pairs"], next(key for key in r if key.startswith("of_"))
         rows.append(
-            f"| {SPLIT_NAMES.get(split, split)} | {n} | {r['image_to_text']:.3f} | {r['text_to_image']:.3f} "
-            f"| {r[k]:.3f} | {1 / n:.4f} / {r['chance_' + k]:.2f} |"
+            f"| {SPLIT_NAMES.get(split, split)} | {n} | {r['image_to_text']:.3f} "
+            f"| {r['text_to_image']:.3f} | {r[k]:.3f} | {1 / n:.4f} / {r['chance_' + k]:.2f} |"
         )
     data = training.get("data", {})
     parts = [
