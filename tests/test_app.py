@@ -728,6 +728,38 @@ def test_api_generate_streams_and_returns_a_gif(server: str):
     assert [Path(f).suffix for f in files] == [".gif", ".png"]
 
 
+def test_a_session_does_not_grow_with_its_runs(pipe: SpritePipeline, tmp_path: Path, monkeypatch):
+    """Gradio files a new component for every output an update leaves out; previews leave none
+    out, so one client's session keeps its size however many runs it streams."""
+    from gradio_client import Client
+
+    monkeypatch.setattr(gen, "PREVIEW_INTERVAL_S", 0.0)  # a preview after every step
+    demo = app.build_demo({"tiny": pipe}, ctx.OutputStore(tmp_path / "out"))
+    port = free_port()
+    app.launch(
+        demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+    )
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+        def run() -> None:
+            client.predict(
+                label="hero", sampler="ddim", steps=8, guidance=2.0, seed=0, n=1,
+                api_name="/generate",
+            )  # fmt: skip
+
+        def session_size() -> int:
+            return sum(len(s.blocks_config.blocks) for s in demo.state_holder.session_data.values())
+
+        run()
+        before = session_size()
+        for _ in range(5):
+            run()
+        assert session_size() == before
+    finally:
+        demo.close()
+
+
 def test_api_steps_one_and_bad_input(server: str):
     from gradio_client import Client
     from gradio_client.exceptions import AppError

@@ -214,8 +214,7 @@ def test_a_text_model_gets_a_prompt_box_with_generate_in_view(
     if width > 1000:
         page.get_by_text("red potion", exact=True).click()  # an example fills prompt and label
         page.wait_for_function(
-            "() => document.querySelector('#prompt textarea, #prompt input').value"
-            " === 'red potion'"
+            "() => document.querySelector('#prompt textarea, #prompt input').value === 'red potion'"
         )
         page.click("#generate")
         assert '"red potion" (food)' in wait_status(page, "done:")

@@ -527,15 +527,12 @@ def run_on_page(
     if sessions.stopped_since(session, clicked):  # Stop pressed while it was queued
         yield {"status": f"stopped before the first step: {req.describe()}"}
         return
-    # Clear the last run's results so they are not mistaken for this one's.
-    yield {
-        "live": None,
-        "status": f"starting: {req.describe()}",
-        "gif": None,
-        "sheet": None,
-        "files": None,
-        "seed": req.seed,
-    }
+    # Clear the last run's results so they are not mistaken for this one's. Every preview sends
+    # these again: Gradio (6.31) answers an output left out of an update by building a new
+    # component and filing it in the session's config under a new id, so a session that
+    # streamed many runs grew by a few components a run (benchmarks.soak).
+    cleared = {"gif": None, "sheet": None, "files": None, "seed": req.seed}
+    yield {"live": None, "status": f"starting: {req.describe()}", **cleared}
     keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
     kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
     start, shown, stopped = time.perf_counter(), -float("inf"), False
@@ -551,7 +548,7 @@ def run_on_page(
             if frame.step < frame.total and now - shown >= PREVIEW_INTERVAL_S:
                 shown = now
                 status = progress_text(frame.step, frame.total, now - start, frame.t)
-                yield {"live": sheet(pixels), "status": status}
+                yield {"live": sheet(pixels), "status": status, **cleared}
     except ValueError as err:  # the pipeline's own checks: pass its message on
         raise InputError(str(err)) from None
     elapsed = time.perf_counter() - start
