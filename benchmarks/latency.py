@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--prompt", help="a text model's prompt: the user's job then encodes it too")
     args = p.parse_args()
     pipe = SpritePipeline.from_pretrained(args.model, device="cpu")
     d = pipe.defaults
@@ -112,7 +113,7 @@ def main() -> None:
             for n in (1, 16):
                 repeats = args.repeats if n == 1 else max(3, args.repeats // 4)
                 rows = {
-                    "pipeline": lambda n=n: pipe.generate("hero", n=n, seed=0),
+                    "pipeline": lambda n=n: pipe.generate("hero", n=n, seed=0, prompt=args.prompt),
                     "diffusers": diffusers_loop(pipe, n, d["steps"], d["guidance"]),
                     "bare network": bare_calls(pipe, n, d["steps"]),
                     "20 guided calls": bare_calls(pipe, n, 20),

@@ -104,7 +104,8 @@ def _text_section(t: dict, name: str, m: dict) -> str:
         "## Text evaluation\n\n"
         f"{t['prompts']} names of held-out sprites (never seen in training, evenly over labels) "
         f"as prompts, one sprite each, {m['sampler']}, {m['steps']} steps, guidance "
-        f"{m['guidance']}. CLIP score: SpriteCLIP's cosine similarity of sprite and prompt; "
+        f"{m['guidance']}, seed {t.get('seed', 0)}, palette {t.get('palette', 'raw')}. "
+        "CLIP score: SpriteCLIP's cosine similarity of sprite and prompt; "
         f"own of {k}: how often the prompt is the nearest of {k} names (itself and {k - 1} other "
         f"held-out names; chance {1 / k:.2f}).\n\n"
         f"| sprites | CLIP score | own of {k} |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
@@ -133,7 +134,8 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
     front += "- pixel-art\n- class-conditional\n---\n\n"
     parts = [
         f"{front}# {Path(name).name}\n",
-        f"A class-conditioned ContextUnet that draws {model['resolution']}x{model['resolution']} "
+        f"A {'class- and text-conditioned' if model.get('text_dim') else 'class-conditioned'} "
+        f"ContextUnet that draws {model['resolution']}x{model['resolution']} "
         f"pixel-art sprites, trained with Sprite Diffusion Studio.\n",
         f"Labels: {', '.join(config['labels'])}.\n",
         "![samples](samples.png)\n",

@@ -502,7 +502,12 @@ def evaluate_text(
     with torch.no_grad():
         text = clip.encode_text(names)
         all_text = clip.encode_text(held.names)
-        report: dict[str, Any] = {"prompts": len(idx), "candidates": candidates}
+        report: dict[str, Any] = {
+            "prompts": len(idx),
+            "candidates": candidates,
+            "seed": seed,
+            "palette": _palette_name(palette),
+        }
         for side, images in sides.items():
             img = clip.encode_image(images)
             own = (img * text).sum(1)

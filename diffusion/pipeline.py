@@ -91,10 +91,11 @@ class SpritePipeline:
     def default_steps(self, sampler: str) -> int:
         """The step count a sampler runs when none is given: the model's measured choice
         (config ``sampling.sampler_steps``), else the sampler's generic default."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose from {self.samplers}")
         if sampler == self.defaults["sampler"]:
             return self.defaults["steps"]
-        measured = self.defaults.get("sampler_steps", {})
-        return measured.get(sampler, SAMPLERS[sampler].default_steps if sampler in SAMPLERS else 1)
+        return self.defaults.get("sampler_steps", {}).get(sampler, SAMPLERS[sampler].default_steps)
 
     @property
     def bf16(self) -> bool:
