@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import gradio as gr
 
 from diffusion import SpritePipeline
 from diffusion.device import configure_cpu_threads
+from diffusion.pipeline import FORMAT
 from ui import TABS
 from ui.context import (
     CONCURRENCY,
@@ -39,6 +41,7 @@ except ImportError:
     spaces = None
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+RECOMMENDED = ("sprites16-text", "sprites16")
 
 CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; }
@@ -106,9 +109,12 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
 def discover_models(root: str | os.PathLike = WEIGHTS_DIR) -> dict[str, SpritePipeline]:
     """Every model folder (one holding config.json) directly under ``root``, by folder name."""
     root = Path(root)
-    folders = sorted(p.parent for p in root.glob("*/config.json")) if root.is_dir() else []
-    # The recommended model first, so it is what a visitor sees.
-    folders.sort(key=lambda p: p.name != "sprites16")
+    configs = sorted(root.glob("*/config.json")) if root.is_dir() else []
+    # Only diffusion models: weights/ also holds the text encoder (SpriteCLIP) on its own.
+    folders = [c.parent for c in configs if json.loads(c.read_text()).get("format") == FORMAT]
+    # The recommended models first, so a visitor sees them: the text model (it follows prompts
+    # and measured better than the label model; see the README), then the label model.
+    folders.sort(key=lambda p: RECOMMENDED.index(p.name) if p.name in RECOMMENDED else 99)
     return {folder.name: SpritePipeline.from_pretrained(folder) for folder in folders}
 
 

@@ -644,11 +644,12 @@ def test_morph_loops_between_two_sprites(studio: ctx.Studio, pipe: SpritePipelin
 
 def test_discover_models_finds_model_folders(pipe: SpritePipeline, tmp_path: Path):
     assert app.discover_models(tmp_path / "missing") == {}
-    pipe.save_pretrained(tmp_path / "b_model")
-    pipe.save_pretrained(tmp_path / "sprites16")
+    for name in ("b_model", "sprites16", "sprites16-text"):
+        pipe.save_pretrained(tmp_path / name)
     (tmp_path / "notes").mkdir()
+    tiny_text_pipeline().text_encoder.save_pretrained(tmp_path / "spriteclip")  # not a model
     models = app.discover_models(tmp_path)
-    assert list(models) == ["sprites16", "b_model"]  # the recommended model first
+    assert list(models) == ["sprites16-text", "sprites16", "b_model"]  # recommended ones first
     assert models["b_model"].labels == LABELS
 
 
