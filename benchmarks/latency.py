@@ -1,19 +1,20 @@
 """The user's wait: one sprite and a sheet of 16 at the model's defaults, against references.
 
     python -m benchmarks.latency [--model weights/sprites16] [--threads 1 2] [--repeats 20]
-        [--compile]
+        [--prompt "red potion"] [--compile]
 
 All in one run, for each thread count and each of float32 / the model's precision:
-- ``pipeline``: ``SpritePipeline.stream`` at the model's defaults (sampler, steps, guidance,
-  palette stage), guidance on; time to the first frame and to the last;
-- ``diffusers``: the same network, steps and guidance in diffusers'
-  ``DPMSolverMultistepScheduler`` loop (DPM-Solver++ 2M, its own timesteps);
-- ``bare network``: the guided network calls alone (``steps`` calls at a doubled batch), the
-  floor any sampler pays;
-- ``20 guided calls``: the cost of the old default (20 steps of dpmpp_2m), the yardstick of
-  the 0.6x target.
+- ``pipeline, defaults``: ``SpritePipeline.generate`` at the model's defaults (sampler, steps,
+  guidance, palette stage; with ``--prompt``, the text encoder too); ``first frame``: the time to
+  the first frame of ``stream``;
+- ``bare network, defaults``: the guided network calls the defaults make, alone (the floor any
+  implementation of that sampler pays);
+- ``pipeline, dpmpp_2m 20`` beside ``diffusers, dpmpp_2m 20``: our DPM-Solver++(2M) and the same
+  network, steps and guidance in diffusers' ``DPMSolverMultistepScheduler`` loop;
+- ``20 guided calls``: the cost of the old default (20 steps of dpmpp_2m), the yardstick of the
+  0.6x target.
 
-Times are medians of ``--repeats`` runs after warm-up (and min in brackets). Needs
+Times are medians of ``--repeats`` runs after warm-up (and the minimum). Needs
 ``pip install diffusers`` (not a dependency of the app). ``--compile`` adds torch.compile
 (reporting its start-up cost).
 """
@@ -27,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffusion import SpritePipeline
+from diffusion import SAMPLERS, SpritePipeline
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -40,11 +41,11 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
-def first_frame(pipe: SpritePipeline, n: int, repeats: int) -> float:
+def first_frame(pipe: SpritePipeline, n: int, repeats: int, prompt: str | None) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        next(iter(pipe.stream("hero", n=n, seed=0)))
+        next(iter(pipe.stream("hero", n=n, seed=0, prompt=prompt)))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -101,11 +102,12 @@ def main() -> None:
     pipe = SpritePipeline.from_pretrained(args.model, device="cpu")
     d = pipe.defaults
     precision = d.get("precision", "fp32")
+    calls = SAMPLERS[d["sampler"]].calls(d["steps"])
     print(
         f"torch {torch.__version__}, defaults {d['sampler']} {d['steps']} steps, "
         f"guidance {d['guidance']}, palette {d.get('palette')}, precision {precision}"
     )
-    print(f"{'threads':>7} {'prec':>5} {'n':>3} {'what':<18} {'median ms':>10} {'min ms':>8}")
+    print(f"{'threads':>7} {'prec':>5} {'n':>3} {'what':<24} {'median ms':>10} {'min ms':>8}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for prec in dict.fromkeys(["fp32", precision]):
@@ -113,20 +115,25 @@ def main() -> None:
             for n in (1, 16):
                 repeats = args.repeats if n == 1 else max(3, args.repeats // 4)
                 rows = {
-                    "pipeline": lambda n=n: pipe.generate("hero", n=n, seed=0, prompt=args.prompt),
-                    "diffusers": diffusers_loop(pipe, n, d["steps"], d["guidance"]),
-                    "bare network": bare_calls(pipe, n, d["steps"]),
+                    "pipeline, defaults": lambda n=n: pipe.generate(
+                        "hero", n=n, seed=0, prompt=args.prompt
+                    ),
+                    "bare network, defaults": bare_calls(pipe, n, calls),
+                    "pipeline, dpmpp_2m 20": lambda n=n: pipe.generate(
+                        "hero", n=n, seed=0, sampler="dpmpp_2m", steps=20, palette=None
+                    ),
+                    "diffusers, dpmpp_2m 20": diffusers_loop(pipe, n, 20, d["guidance"]),
                     "20 guided calls": bare_calls(pipe, n, 20),
                 }
                 for what, fn in rows.items():
                     med, best = timed(fn, repeats)
                     print(
-                        f"{threads:7d} {prec:>5} {n:3d} {what:<18} {med * 1e3:10.1f} "
+                        f"{threads:7d} {prec:>5} {n:3d} {what:<24} {med * 1e3:10.1f} "
                         f"{best * 1e3:8.1f}",
                         flush=True,
                     )
-                ttff = first_frame(pipe, n, repeats)
-                print(f"{threads:7d} {prec:>5} {n:3d} {'first frame':<18} {ttff * 1e3:10.1f}")
+                ttff = first_frame(pipe, n, repeats, args.prompt)
+                print(f"{threads:7d} {prec:>5} {n:3d} {'first frame':<24} {ttff * 1e3:10.1f}")
     pipe.defaults["precision"] = precision
     if args.compile:
         compile_report(pipe, args.repeats)

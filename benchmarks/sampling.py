@@ -56,7 +56,7 @@ def main() -> None:
         for name in args.samplers:
             spec = SAMPLERS[name]
             steps = spec.default_steps
-            calls = round(steps * spec.calls_per_step) - (1 if spec.calls_per_step > 1 else 0)
+            calls = spec.calls(steps)
 
             def run(name=name, steps=steps, batch=batch):
                 pipe.generate(0, n=batch, sampler=name, steps=steps, guidance=1.0, seed=0)

@@ -156,6 +156,10 @@ class SamplerSpec:
     calls_per_step: float = 1.0
     description: str = ""
 
+    def calls(self, steps: int) -> int:
+        """Network calls for ``steps`` steps (Heun's last step is a single Euler call)."""
+        return round(steps * self.calls_per_step) - (1 if self.calls_per_step > 1 else 0)
+
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec(ddpm, 500, description="DDPM ancestral sampling (stochastic)"),
