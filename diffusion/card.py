@@ -144,7 +144,9 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (16, H, W, 3)\n'
         "```\n",
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
-        f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing.\n",
+        f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing, palette stage "
+        f"{sampling.get('palette', 'raw')}, precision {sampling.get('precision', 'fp32')} "
+        "(bf16 only where the device has fast bf16).\n",
         "## Model and training\n",
         f"- network: ContextUnet, channels {model['channels']}, "
         f"{model['blocks_per_level']} residual block(s) per level\n"
