@@ -4,6 +4,7 @@ from .model import ContextUnet, UnetConfig
 from .pipeline import Frame, SpritePipeline
 from .samplers import SAMPLERS
 from .schedules import SCHEDULES, Schedule, make_schedule, schedule_curves
+from .text import SpriteCLIP
 
 __all__ = [
     "SAMPLERS",
@@ -11,6 +12,7 @@ __all__ = [
     "ContextUnet",
     "Frame",
     "Schedule",
+    "SpriteCLIP",
     "SpritePipeline",
     "UnetConfig",
     "make_schedule",

@@ -220,3 +220,28 @@ def test_bad_prompts_are_refused(text_pipe, tiny_pipe):
         text_pipe.generate("potion", steps=2, guide="text")
     with pytest.raises(ValueError, match="list of 2"):
         text_pipe.generate("potion", n=2, prompt=["a", "b", "c"], steps=2)
+
+
+def test_a_text_model_comes_from_the_hub_with_its_encoder(text_pipe, tmp_path, monkeypatch):
+    """The download asks for the text encoder's files too (huggingface_hub's allow_patterns)."""
+    import fnmatch
+    import shutil
+
+    from diffusion import hub
+
+    text_pipe.save_pretrained(tmp_path / "repo")
+
+    def fake_download(repo_id, allow_patterns, **kwargs):
+        snapshot = tmp_path / "snapshot"
+        for path in (tmp_path / "repo").rglob("*"):
+            name = path.relative_to(tmp_path / "repo").as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, snapshot / name)
+        return str(snapshot)
+
+    monkeypatch.setattr(hub.huggingface_hub, "snapshot_download", fake_download)
+    pipe = SpritePipeline.from_pretrained("someone/text-sprites", device="cpu")
+    assert pipe.supports_text and pipe.unknown_words("purple potion") == ["purple"]
+    a = pipe.generate("potion", prompt="red potion", steps=3, seed=2)
+    assert np.array_equal(a, text_pipe.generate("potion", prompt="red potion", steps=3, seed=2))
