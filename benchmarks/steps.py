@@ -23,7 +23,7 @@ import math
 import statistics
 from pathlib import Path
 
-from diffusion import SpritePipeline
+from diffusion import SpritePipeline, render
 from diffusion.data import load_dataset
 from diffusion.evaluate import evaluate_palettes
 from diffusion.files import atomic_write
@@ -110,7 +110,7 @@ def main() -> None:
     args = p.parse_args()
     pipe = SpritePipeline.from_pretrained(args.model)
     palette = pipe.defaults.get("palette")
-    stage = "raw" if palette is None else str(palette)
+    stage = render.palette_name(palette)
     data = load_dataset(args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in args.out.open()] if args.out.exists() else []

@@ -45,15 +45,11 @@ def _sample(args: argparse.Namespace) -> None:
         print(render.save_gif(pictures, args.gif, frame_ms=args.frame_ms, hold_ms=args.hold_ms))
 
 
-def _palette(text: str) -> str | int | None:
-    if text in ("raw", "none"):
-        return None
-    if text == "data":
-        return text
+def _palette(text: str) -> render.Palette:
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use raw, data or a colour count") from None
+        return render.parse_palette(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> None:

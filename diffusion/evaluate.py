@@ -382,7 +382,7 @@ def evaluate(
         guidance=guidance,
         seed=seed,
         cache_dir=cache_dir,
-    )[_palette_name(palette)]
+    )[render.palette_name(palette)]
 
 
 def evaluate_palettes(
@@ -423,7 +423,7 @@ def evaluate_palettes(
     seeds = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
     if not seeds:
         raise ValueError("give at least one evaluation seed")
-    reports: dict[str, list[dict[str, Any]]] = {_palette_name(p): [] for p in palettes}
+    reports: dict[str, list[dict[str, Any]]] = {render.palette_name(p): [] for p in palettes}
     for s in seeds:
         start = time.perf_counter()
         raw = _generate(pipe, data, n_per_label, s, options)
@@ -438,7 +438,7 @@ def evaluate_palettes(
                 "generate": generate_seconds,
                 "metrics": time.perf_counter() - start,
             }
-            reports[_palette_name(palette)].append(report)
+            reports[render.palette_name(palette)].append(report)
     common = {
         "data": data.source,
         "resolution": data.resolution,
@@ -506,7 +506,7 @@ def evaluate_text(
             "prompts": len(idx),
             "candidates": candidates,
             "seed": seed,
-            "palette": _palette_name(palette),
+            "palette": render.palette_name(palette),
         }
         for side, images in sides.items():
             img = clip.encode_image(images)
@@ -532,10 +532,6 @@ def format_text_report(report: dict[str, Any]) -> str:
         r = report[side]
         lines.append(f"{side:12} {r['clip_score']:10.3f} {r[f'own_of_{k}']:10.3f}")
     return "\n".join(lines)
-
-
-def _palette_name(palette: render.Palette) -> str:
-    return "raw" if palette is None else str(palette)
 
 
 def _ratio_block(generated: np.ndarray, real: np.ndarray, **extra: Any) -> dict[str, Any]:
@@ -766,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
-        palettes = [_parse_palette(p) for p in args.palette.split(",")]
+        palettes = [render.parse_palette(p) for p in args.palette.split(",")]
     except ValueError as err:
         parser.error(f"--seeds and --palette: {err}")
 
@@ -813,11 +809,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(first, indent=2) + "\n")
     return 0
-
-
-def _parse_palette(text: str) -> render.Palette:
-    text = text.strip()
-    return None if text in ("raw", "none") else text if text == "data" else int(text)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,24 @@ def reduce_colours(images: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def parse_palette(text: str) -> Palette:
+    """A palette stage as written on a command line: "raw" (or "none"), "data" or a count."""
+    text = text.strip()
+    if text in ("raw", "none"):
+        return None
+    if text == "data":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a palette stage is raw, data or a colour count, not {text!r}") from None
+
+
+def palette_name(palette: Palette) -> str:
+    """The stage's name in reports: "raw", "data" or the colour count."""
+    return "raw" if palette is None else str(palette)
+
+
 def check_palette(palette: Palette, data_colours: np.ndarray | None = None) -> None:
     """Raise ValueError unless ``palette`` is a valid palette-stage choice."""
     if palette is None:
