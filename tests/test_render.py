@@ -132,7 +132,8 @@ def test_gif_keeps_few_colour_frames_exact_and_noise_close(tmp_path):
 
 
 def test_palette_stages_parse_from_text_and_name_back():
-    assert [render.parse_palette(t) for t in ("raw", " none", "data", "8")] == [None, None, "data", 8]
+    parsed = [render.parse_palette(t) for t in ("raw", " none", "data", "8")]
+    assert parsed == [None, None, "data", 8]
     assert [render.palette_name(p) for p in (None, "data", 8)] == ["raw", "data", "8"]
     with pytest.raises(ValueError, match="raw, data or a colour count"):
         render.parse_palette("neon")
