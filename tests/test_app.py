@@ -620,6 +620,28 @@ def test_edit_without_strokes_makes_variations(studio: ctx.Studio, pipe: SpriteP
         tab.use_last(None)
 
 
+def test_edit_and_morph_take_a_prompt(tmp_path: Path):
+    from ui.morph import MorphTab
+
+    text_pipe = tiny_text_pipeline()
+    studio = ctx.Studio({"text": text_pipe}, ctx.OutputStore(tmp_path / "out"))
+    sprite = text_pipe.generate("hero", n=1, seed=3, steps=5)[0]
+    edit = EditTab(studio)
+    args = (editor_value(sprite), "food", 0.6, "ddim", 10, 2.0, 1, 2)
+    plain = final(list(edit.edit(*args)))
+    red = final(list(edit.edit(*args, prompt="red potion")))
+    assert red["status"].startswith('done: 2 × "red potion" (food) · variation')
+    assert not np.array_equal(red["sprites"], plain["sprites"])
+    morph = list(MorphTab(studio).morph("hero", 1, "food", 2, 4, "ddim", 6, 2.0, prompt="red ant"))
+    assert morph[-1]["status"].startswith('done: "red ant": hero (seed 1) → food (seed 2)')
+    with Image.open(morph[-1]["strip"]) as strip:
+        first = np.asarray(strip.convert("RGB"))[::4, ::4][:16, :16]
+    end = text_pipe.generate(
+        "hero", seed=1, sampler="ddim", steps=6, guidance=2.0, eta=0.0, prompt="red ant"
+    )
+    assert np.abs(first.astype(int) - end[0]).max() <= 1
+
+
 def test_morph_loops_between_two_sprites(studio: ctx.Studio, pipe: SpritePipeline):
     from ui.morph import MorphTab
 

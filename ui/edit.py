@@ -75,6 +75,7 @@ class EditTab:
         n: Any,
         resample: Any = 1,
         model: str | None = None,
+        prompt: str | None = "",
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream a variation (no mask) or a repaint (where brushed) of the canvas sprite."""
@@ -82,7 +83,7 @@ class EditTab:
         with self.studio.sessions.job(session) as clicked:
             pipe = self.studio.pipe(model)
             sprite, mask = self.read_canvas(editor, pipe.resolution)
-            req = validate_request(pipe, label, sampler, steps, guidance, seed, n)
+            req = validate_request(pipe, label, sampler, steps, guidance, seed, n, prompt=prompt)
             edit: dict[str, Any] = {
                 "image": sprite,
                 "strength": finite(strength, "Strength", 0.01, 1.0),
@@ -135,6 +136,14 @@ class EditTab:
                 )
                 self.label = gr.Dropdown(
                     [*pipe0.labels, UNCONDITIONAL], value=pipe0.labels[0], label="Label"
+                )
+                self.prompt = gr.Textbox(
+                    "",
+                    label="Prompt (optional)",
+                    placeholder="e.g. blue potion",
+                    max_lines=1,
+                    visible=pipe0.supports_text,
+                    elem_id="edit-prompt",
                 )
                 self.strength = gr.Slider(
                     0.05,
@@ -192,7 +201,7 @@ class EditTab:
             "sprites": shell.sprites,
         }
         inputs = [self.editor, self.label, self.strength, self.sampler, self.steps]
-        inputs += [self.guidance, self.seed, self.n, self.resample, shell.model]
+        inputs += [self.guidance, self.seed, self.n, self.resample, shell.model, self.prompt]
         self.run_btn.click(studio.click, api_visibility="private", queue=False).success(
             shell.gpu(guarded(self.edit, outputs)),
             inputs,
@@ -228,4 +237,5 @@ class EditTab:
             self.steps: d["steps"],
             self.guidance: d["guidance"],
             self.editor: None,  # a sprite from another model may have another size
+            self.prompt: gr.update(visible=pipe.supports_text, value=""),
         }

@@ -24,6 +24,7 @@ from .context import (
     sprite_image,
     whole,
 )
+from .generate import check_prompt
 from .shell import Shell
 
 MAX_FRAMES = 48
@@ -50,6 +51,7 @@ class MorphTab:
         steps: Any,
         guidance: Any,
         model: str | None = None,
+        prompt: str | None = "",
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The morph's frames as a looping GIF (there and back) and a PNG strip."""
@@ -71,6 +73,7 @@ class MorphTab:
             count = whole(frames, "Frames", 2, MAX_FRAMES)
             steps = whole(steps, f"Steps for {sampler}", 1, pipe.schedule.T)
             guidance = finite(guidance, "Guidance", 0.0, 10.0)
+            prompt = check_prompt(pipe, prompt)
             work = count * steps * SAMPLERS[sampler].calls_per_step
             if work > MAX_WORK:
                 raise InputError(
@@ -79,11 +82,13 @@ class MorphTab:
                 )
             what = f"{ends[0][0] or 'unconditional'} (seed {ends[0][1]}) → "
             what += f"{ends[1][0] or 'unconditional'} (seed {ends[1][1]})"
+            if prompt:
+                what = f'"{prompt}": {what}'
             yield {"status": f"morphing {what} in {count} frames…"}
             try:
                 images = pipe.interpolate(
                     ends[0], ends[1], frames=count, sampler=sampler, steps=steps,
-                    guidance=guidance,
+                    guidance=guidance, prompt=prompt,
                 )  # fmt: skip
             except ValueError as err:
                 raise InputError(str(err)) from None
@@ -117,6 +122,14 @@ class MorphTab:
                     b = pipe0.labels[1 % len(pipe0.labels)]
                     self.label_b = gr.Dropdown(labels, value=b, label="To label")
                     self.seed_b = gr.Number(value=2, label="To seed", precision=None)
+                self.prompt = gr.Textbox(
+                    "",
+                    label="Prompt for every frame (optional)",
+                    placeholder="e.g. green slime",
+                    max_lines=1,
+                    visible=pipe0.supports_text,
+                    elem_id="morph-prompt",
+                )
                 self.frames = gr.Slider(2, MAX_FRAMES, value=16, step=1, label="Frames")
                 sampler0 = d0["sampler"] if d0["sampler"] in DETERMINISTIC else "ddim"
                 with gr.Accordion("Options", open=False):
@@ -135,7 +148,7 @@ class MorphTab:
                 self.files = gr.File(label="Downloads", file_count="multiple")
         outputs = {"status": self.status, "gif": self.gif, "strip": self.strip, "files": self.files}
         inputs = [self.label_a, self.seed_a, self.label_b, self.seed_b, self.frames]
-        inputs += [self.sampler, self.steps, self.guidance, shell.model]
+        inputs += [self.sampler, self.steps, self.guidance, shell.model, self.prompt]
         self.run_btn.click(self.studio.click, api_visibility="private", queue=False).success(
             shell.gpu(guarded(self.morph, outputs)),
             inputs,
@@ -152,4 +165,5 @@ class MorphTab:
             self.label_b: gr.update(choices=labels, value=pipe.labels[1 % len(pipe.labels)]),
             self.steps: pipe.defaults["steps"],
             self.guidance: pipe.defaults["guidance"],
+            self.prompt: gr.update(visible=pipe.supports_text, value=""),
         }
