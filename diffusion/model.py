@@ -187,7 +187,11 @@ class ContextUnet(nn.Module):
         context = context.to(temb.dtype)
         missing = (1 - context.sum(dim=1, keepdim=True)).clamp(min=0)
         emb = temb + self.label_emb(context) + missing * self.null_emb
-        if text is not None and self.config.text_dim:
+        if self.config.text_dim:
+            # No prompt is the zero embedding, as in training's text dropout: the MLP maps it to
+            # a learned "no text" term, which skipping the MLP would leave out.
+            if text is None:
+                text = torch.zeros(len(temb), self.config.text_dim, device=temb.device)
             emb = emb + self.text_mlp(text.to(temb.dtype))
         return emb
 

@@ -55,3 +55,14 @@ def test_config_round_trip_and_32px():
         32,
         32,
     )
+
+
+def test_no_prompt_is_the_zero_text_embedding_the_model_was_trained_with():
+    torch.manual_seed(0)
+    model = ContextUnet(num_labels=3, resolution=8, channels=(8, 16), emb_dim=16, text_dim=4)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x, t, c = torch.randn(2, 3, 8, 8), torch.tensor([10.0, 40.0]), torch.eye(3)[:2]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, c), model(x, t, c, text=torch.zeros(2, 4)))
+        assert not torch.allclose(model(x, t, c), model(x, t, c, text=torch.ones(2, 4)))
