@@ -162,11 +162,17 @@ def test_one_step_and_a_refused_input(page):
 
 
 def test_stop_right_after_generate(page):
+    # The longest run the tiny model allows, so that Stop lands before it ends on a busy machine.
+    steps = page.locator("#steps input")
+    steps.fill("100")
+    steps.press("Enter")
     page.click("#generate")
     page.click("#stop")
     status = wait_status(page, "stopped")
     assert "stopped" in status
     no_error_pills(page)
+    steps.fill("20")
+    steps.press("Enter")
 
 
 def test_example_streams_progress_then_the_gif(page):
