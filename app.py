@@ -23,28 +23,32 @@ import gradio as gr
 
 from diffusion import SpritePipeline
 from diffusion.device import configure_cpu_threads
-from diffusion.pipeline import FORMAT
+from diffusion.pipeline import FORMAT, WEIGHTS
 from ui import TABS
-from ui.context import (
-    CONCURRENCY,
-    MAX_UPLOAD_BYTES,
-    QUEUE_SIZE,
-    CacheSweeper,
-    OutputStore,
-    Studio,
-)
+from ui.limits import CONCURRENCY, MAX_UPLOAD_BYTES, QUEUE_SIZE
 from ui.shell import Shell
+from ui.storage import CacheSweeper, OutputStore
+from ui.studio import Studio, default_sampler, default_steps
 
 try:  # On a ZeroGPU Space, @spaces.GPU borrows a GPU per call; everywhere else it is not needed.
     import spaces
 except ImportError:
     spaces = None
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = WEIGHTS
 RECOMMENDED = ("sprites16-text", "sprites16")
 
 CSS = """
 .pixel img, .pixel canvas { image-rendering: pixelated; }
+/* A sheet of one sprite fills its panel as a sheet of sixteen does (Gradio only ever shrinks). */
+.pixel.fill img { object-fit: contain !important; }
+/* Compare: each caption whole, under its sprites, instead of cut off on top of them. */
+#compare-gallery .thumbnail-item { aspect-ratio: auto; display: flex; flex-direction: column;
+  overflow: visible; }
+#compare-gallery .thumbnail-item img { aspect-ratio: 1 / 1; height: auto; min-height: 0; }
+#compare-gallery .fixed-height { max-height: none; }
+#compare-gallery .caption-label { position: static; max-width: none; white-space: normal;
+  text-overflow: clip; border: 0; background: none; text-align: center; }
 #status { min-height: 2.5em; }
 .caption p { margin: 0 !important; }
 /* Every tab stays in view on a phone: narrow tab buttons, so that Gradio has no tab to fold
@@ -62,11 +66,13 @@ def gpu(fn: Callable) -> Callable:
 
 
 def model_info(name: str, pipe: SpritePipeline) -> str:
-    d = pipe.defaults
+    """One line about a model: its sprites, labels, schedule and recommended settings."""
+    sampler = default_sampler(pipe)
     return (
         f"**{name}**: {pipe.resolution}×{pipe.resolution} sprites, labels "
         f"{', '.join(pipe.labels)}; {pipe.schedule.kind} schedule, T = {pipe.schedule.T}; "
-        f"recommended {d['sampler']}, {d['steps']} steps, guidance {d['guidance']:g}."
+        f"recommended {sampler}, {default_steps(pipe, sampler)} steps, guidance "
+        f"{pipe.defaults['guidance']:g}."
     )
 
 

@@ -38,7 +38,7 @@ def main() -> None:
     import app
     from diffusion import SpritePipeline
     from diffusion.device import cpu_threads
-    from ui.context import CONCURRENCY
+    from ui.limits import CONCURRENCY
 
     pipe = SpritePipeline.from_pretrained(args.model)
     d = pipe.defaults

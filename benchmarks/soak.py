@@ -57,7 +57,7 @@ def main() -> None:
 
     import app
     from tests.test_app import tiny_pipeline
-    from ui.context import CacheSweeper, OutputStore
+    from ui.storage import CacheSweeper, OutputStore
 
     store = OutputStore()
     demo = app.build_demo({"tiny": tiny_pipeline()}, store)

@@ -31,7 +31,7 @@ from diffusion.files import atomic_write
 GRID = {
     "dpmpp_2m": [6, 8, 10, 14, 20],
     "ddim": [10, 15, 25],
-    "pndm": [10, 15, 25],
+    "plms": [10, 15, 25],
     "lms": [10, 15, 25],
     "euler_ancestral": [15, 30],
     "heun": [5, 8, 15],

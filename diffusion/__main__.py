@@ -1,6 +1,8 @@
-"""Command line: ``python -m diffusion sample --label hero --steps 25 --gif hero.gif``.
+"""Command line: ``python -m diffusion sample --label hero`` (or ``sprite-diffusion sample ...``).
 
 A thin caller of the public API, like the app: load a pipeline, stream the frames, render them.
+The sheet and the denoising GIF go to ``--out`` (``out/`` by default, which git ignores) as
+``<label>.png`` and ``<label>.gif``; ``--png`` / ``--gif`` name the files instead.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from . import render
 from .pipeline import SpritePipeline
@@ -38,11 +41,13 @@ def _sample(args: argparse.Namespace) -> None:
         print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
     print(f"\r{frames[-1].total} steps in {elapsed:.2f} s, seed {frames[-1].seed}", file=sys.stderr)
-    if args.png:
-        print(render.save_png(render.grid(frames[-1].x, scale=args.scale), args.png))
-    if args.gif:
-        pictures = [render.grid(getattr(f, args.show), scale=args.scale) for f in frames]
-        print(render.save_gif(pictures, args.gif, frame_ms=args.frame_ms, hold_ms=args.hold_ms))
+    stem = Path(args.out) / (args.label or "none")
+    png, gif = Path(args.png or f"{stem}.png"), Path(args.gif or f"{stem}.gif")
+    for path in (png, gif):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    print(render.save_png(render.grid(frames[-1].x, scale=args.scale), png))
+    pictures = [render.grid(getattr(f, args.show), scale=args.scale) for f in frames]
+    print(render.save_gif(pictures, gif, frame_ms=args.frame_ms, hold_ms=args.hold_ms))
 
 
 def _palette(text: str) -> render.Palette:
@@ -53,12 +58,16 @@ def _palette(text: str) -> render.Palette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffusion", description="Sprite Diffusion")
+    # The console script ``sprite-diffusion`` and ``python -m diffusion`` are one command.
+    prog = "python -m diffusion" if sys.argv[0].endswith("__main__.py") else None
+    parser = argparse.ArgumentParser(prog=prog, description="Sprite Diffusion")
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser("sample", help="draw sprites, save a PNG sheet and a denoising GIF")
     s.add_argument("--model", default=None, help="model folder or Hub repo (default: shipped)")
     s.add_argument("--label", default=None, help="label name or index; 'none' = unconditional")
-    s.add_argument("--sampler", default=None, choices=list(SAMPLERS))
+    s.add_argument(
+        "--sampler", default=None, help=f"one of {', '.join(SAMPLERS)} (default: the model's)"
+    )
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--guidance", type=float, default=None)
     s.add_argument("--eta", type=float, default=None)
@@ -76,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--png", help="write the final sprite sheet here")
-    s.add_argument("--gif", help="write the denoising animation here")
+    s.add_argument("--out", default="out", help="folder for LABEL.png and LABEL.gif (out/)")
+    s.add_argument("--png", help="write the final sprite sheet here instead")
+    s.add_argument("--gif", help="write the denoising animation here instead")
     s.add_argument("--show", choices=["x", "x0"], default="x", help="GIF shows noisy state or x0")
     s.add_argument("--scale", type=int, default=8, help="nearest-neighbour enlargement")
     s.add_argument("--frame-ms", type=int, default=80)
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         _sample(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
 
 

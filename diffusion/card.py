@@ -15,6 +15,16 @@ from pathlib import Path
 from .files import atomic_write
 
 
+def data_credit(source: str) -> str | None:
+    """The data's licence and attribution section from its README, to carry into the card."""
+    readme = Path(source) / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text()
+    start = text.find("## License and attribution")
+    return text[start:].strip() if start >= 0 else None
+
+
 def _metrics_section(m: dict, name: str) -> str:
     """The evaluation table of ``python -m diffusion.evaluate --json`` output, and its command.
 
@@ -124,6 +134,22 @@ def _split_text(split: str) -> str:
     return "all of the data, the evaluator's held-out split included, which flatters its scores"
 
 
+def _kind(model: dict) -> str:
+    if model.get("in_channels", 3) == 4:
+        return "transparent (RGBA, hard alpha; `background=` composites them onto a colour)"
+    return "RGB (on white)"
+
+
+def _totals(training: dict) -> str:
+    """Steps and minutes over every run a model continued (``--init``), when there were more."""
+    if training.get("total_steps", training.get("steps_done")) == training.get("steps_done"):
+        return ""
+    return (
+        f"; {training['total_steps']} steps and {training['total_minutes']} minutes in all, "
+        "counting the runs it continued"
+    )
+
+
 def render_card(config: dict, metrics: dict | None = None, name: str = "model") -> str:
     """The card's Markdown text."""
     training = config.get("training", {})
@@ -136,12 +162,13 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f"{front}# {Path(name).name}\n",
         f"A {'class- and text-conditioned' if model.get('text_dim') else 'class-conditioned'} "
         f"ContextUnet that draws {model['resolution']}x{model['resolution']} "
-        f"pixel-art sprites, trained with Sprite Diffusion Studio.\n",
+        f"{_kind(model)} pixel-art sprites, trained with Sprite Diffusion Studio.\n",
         f"Labels: {', '.join(config['labels'])}.\n",
         "![samples](samples.png)\n",
         "## Use\n\n```python\nfrom diffusion import SpritePipeline\n\n"
         f'pipe = SpritePipeline.from_pretrained("{name}")\n'
-        f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (16, H, W, 3)\n'
+        f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (16, H, W, '
+        f"{model.get('in_channels', 3)})\n"
         "```\n",
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
         f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing, palette stage "
@@ -155,7 +182,8 @@ def render_card(config: dict, metrics: dict | None = None, name: str = "model") 
         f"{training.get('data', {}).get('counts', '')}\n"
         f"- data split: {_split_text(recipe.get('split', 'all'))}\n"
         f"- trained {training.get('epochs_done', '?')} epochs / {training.get('steps_done', '?')} "
-        f"steps in {training.get('train_minutes', '?')} minutes on {training.get('device', '?')}\n"
+        f"steps in {training.get('train_minutes', '?')} minutes on "
+        f"{training.get('hardware', training.get('device', '?'))}{_totals(training)}\n"
         f"- recipe: {json.dumps(recipe)}\n",
     ]
     if per_sampler := sampling.get("sampler_steps"):

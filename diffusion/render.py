@@ -4,6 +4,11 @@ Values map to pixels with clamp((x + 1) / 2) for every frame alike (never a per-
 stretch, which makes noise look like signal), and enlarging is nearest-neighbour only, so one
 sprite pixel stays one sharp square.
 
+Sprites are RGB (n, H, W, 3) or, from a model of transparency, RGBA (n, H, W, 4) with hard
+alpha: a pixel is opaque (255) or transparent (0, and then all of it is ``TRANSPARENT``), as
+pixel art is. A model sees an RGBA sprite as its colours composited on white plus the alpha as
+a fourth channel (:func:`model_pixels`), so the RGB of a transparent pixel is never asked of it.
+
 The optional palette stage makes the output pixel-perfect: pixel artists work in a fixed
 palette, so ``apply_palette`` snaps each pixel to the nearest colour of the training palette
 (nearest in OKLab, where distance follows perceived difference) or reduces each sprite to at
@@ -29,9 +34,79 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(n, H, W, C) or (H, W, C) uint8 -> (n, C, H, W) float in [-1, 1]: to_uint8 undone."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    array = np.ascontiguousarray(images)
+    # torch shares the memory and warns on read-only arrays (a decoded PIL image is one).
+    x = torch.from_numpy(array if array.flags.writeable else array.copy())
     x = x[None] if x.ndim == 3 else x
     return x.permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+TRANSPARENT = (0, 0, 0, 0)  # every transparent pixel we output, so equal sprites are equal arrays
+WHITE = (255, 255, 255)
+Colour = str | Sequence[int]  # "#rrggbb", "white", "black" or (r, g, b)
+
+
+def parse_colour(colour: Colour) -> tuple[int, int, int]:
+    """A background colour as (r, g, b) from "#rrggbb", "white", "black" or a triple."""
+    named = {"white": WHITE, "black": (0, 0, 0)}
+    if isinstance(colour, str):
+        text = colour.strip().lower()
+        if text in named:
+            return named[text]
+        if len(text) == 7 and text[0] == "#":
+            try:
+                return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+            except ValueError:
+                pass
+        raise ValueError(f"a colour is '#rrggbb', 'white' or 'black', not {colour!r}")
+    values = tuple(colour)
+    if len(values) != 3 or not all(
+        isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in values
+    ):
+        raise ValueError(f"a colour is three whole numbers from 0 to 255, not {colour!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def harden_alpha(rgba: np.ndarray) -> np.ndarray:
+    """RGBA uint8 (..., 4) -> alpha 0 or 255 (cut at the middle) and ``TRANSPARENT`` pixels."""
+    opaque = np.asarray(rgba)[..., 3] >= 128
+    out = np.array(rgba, dtype=np.uint8)
+    out[..., 3] = np.where(opaque, 255, 0)
+    out[~opaque] = TRANSPARENT
+    return out
+
+
+def composite(images: np.ndarray, background: Colour = WHITE) -> np.ndarray:
+    """RGBA uint8 (..., 4) over a ``background`` colour -> RGB (..., 3); RGB passes through."""
+    images = np.asarray(images)
+    if images.shape[-1] == 3:
+        return images
+    alpha = images[..., 3:].astype(np.float64) / 255
+    bg = np.asarray(parse_colour(background), np.float64)
+    return np.rint(images[..., :3] * alpha + bg * (1 - alpha)).astype(np.uint8)
+
+
+def model_pixels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 RGB or RGBA sprites in the pixels a model of ``channels`` (3 or 4) works in.
+
+    RGB models see sprites on white. RGBA models see the colours on white plus the alpha; an RGB
+    sprite given to one is read as drawn on white, so its pure-white pixels are transparent
+    (no opaque pixel of the training sprites is pure white).
+    """
+    images = np.asarray(images)
+    rgb = composite(images, WHITE)
+    if channels == 3:
+        return rgb
+    if images.shape[-1] == 4:
+        alpha = images[..., 3]
+    else:
+        alpha = np.where((images == 255).all(axis=-1), 0, 255).astype(np.uint8)
+    return np.concatenate([rgb, alpha[..., None]], axis=-1)
+
+
+def model_output(pixels: np.ndarray) -> np.ndarray:
+    """A model's uint8 output -> the sprites we hand out: RGB as it is, RGBA hardened."""
+    return pixels if pixels.shape[-1] == 3 else harden_alpha(pixels)
 
 
 Palette = str | int | None  # None (raw), "data" (the training palette) or k colours
@@ -89,6 +164,8 @@ def reduce_colours(images: np.ndarray, k: int) -> np.ndarray:
     """Reduce each (H, W, 3) uint8 sprite to at most ``k`` colours (Pillow's median cut)."""
     images = np.asarray(images)
     out = np.empty_like(images)
+    if images.size == 0:
+        return out
     for i, sprite in enumerate(images.reshape(-1, *images.shape[-3:])):
         quantised = Image.fromarray(sprite).quantize(
             colors=k, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
@@ -134,32 +211,55 @@ def apply_palette(
     images: np.ndarray, palette: Palette, data_colours: np.ndarray | None = None
 ) -> np.ndarray:
     """The palette stage: ``None`` leaves uint8 sprites as they are, ``"data"`` snaps them to
-    ``data_colours`` (a model's training palette), an int k leaves at most k colours a sprite."""
+    ``data_colours`` (a model's training palette), an int k leaves at most k colours a sprite.
+    Only opaque pixels of RGBA sprites are touched: transparent ones have no colour."""
     check_palette(palette, data_colours)
     if palette is None:
         return images
+    images = np.asarray(images)
+    if images.shape[-1] == 4:
+        out = images.copy()
+        for sprite in out.reshape(-1, *images.shape[-3:]):
+            opaque = sprite[..., 3] >= 128
+            # One sprite's opaque pixels as a 1-row picture, so k colours are counted per sprite.
+            colours = apply_palette(sprite[..., :3][opaque][None, None], palette, data_colours)
+            sprite[..., :3][opaque] = colours[0, 0]
+        return out
     if isinstance(palette, str):
         return snap_to_palette(images, data_colours)
     return reduce_colours(images, int(palette))
 
 
-def to_sprite(image: Image.Image, resolution: int) -> np.ndarray:
-    """Any picture -> (resolution, resolution, 3) uint8 on white, as the model's sprites are.
+def to_sprite(image: Image.Image, resolution: int, alpha: bool = False) -> np.ndarray:
+    """Any picture -> (resolution, resolution, 3) uint8 on white, as the model's sprites are, or
+    with ``alpha`` (for a model of transparency) (resolution, resolution, 4) with hard alpha.
 
-    Transparent pixels become white; 16-bit greyscale is scaled to 8 bits (Pillow's own
-    conversion clips it to white); other sizes are centre-cropped to a square and resized, box
-    filter down, nearest-neighbour up, so an enlarged sprite comes back exactly.
+    Without ``alpha`` transparent pixels become white; 16-bit greyscale is scaled to 8 bits
+    (Pillow's own conversion clips it to white); other sizes are centre-cropped to a square and
+    resized, box filter down, nearest-neighbour up, so an enlarged sprite comes back exactly.
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         levels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or levels.max() > 255 else 255.0
         image = Image.fromarray(np.round(levels / top * 255).clip(0, 255).astype(np.uint8), "L")
     rgba = image.convert("RGBA")
+    shrinking = min(rgba.size) > resolution
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
+    if alpha:
+        return harden_alpha(np.asarray(ImageOps.fit(rgba, (resolution, resolution), method=method)))
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    shrinking = min(rgb.size) > resolution
-    method = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
     return np.asarray(ImageOps.fit(rgb, (resolution, resolution), method=method))
+
+
+def checkerboard(image: Image.Image, square: int = 16) -> Image.Image:
+    """An RGBA picture over the grey checkerboard that painting programs show for "clear"."""
+    if image.mode != "RGBA":
+        return image
+    y, x = np.indices((image.height, image.width)) // square
+    board = np.where(((x + y) % 2 == 0)[..., None], 0xEE, 0xC8).astype(np.uint8)
+    back = Image.fromarray(np.repeat(board, 3, axis=-1)).convert("RGBA")
+    return Image.alpha_composite(back, image).convert("RGB")
 
 
 def mask_from_strokes(alpha: np.ndarray, resolution: int, share: float = 0.25) -> np.ndarray:
@@ -179,21 +279,22 @@ def grid(
     scale: int = 8,
     cols: int | None = None,
     gap: int = 1,
-    background: tuple[int, int, int] = (255, 255, 255),
+    background: tuple[int, int, int] = WHITE,
 ) -> Image.Image:
-    """Lay out (n, H, W, 3) uint8 sprites in a grid ``gap`` pixels apart, enlarged ``scale``x."""
+    """Lay out (n, H, W, 3 or 4) uint8 sprites in a grid ``gap`` pixels apart, enlarged
+    ``scale``x; gaps are ``background`` for RGB sprites and transparent for RGBA ones."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected (n, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+    if images.ndim != 4 or images.shape[-1] not in (3, 4) or images.dtype != np.uint8:
+        raise ValueError(f"expected (n, H, W, 3|4) uint8 images, got {images.shape} {images.dtype}")
     if scale < 1:
         raise ValueError("scale must be a positive integer")
-    n, h, w, _ = images.shape
+    n, h, w, c = images.shape
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    sheet = np.empty((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), np.uint8)
-    sheet[:] = background
+    sheet = np.empty((rows * (h + gap) - gap, cols * (w + gap) - gap, c), np.uint8)
+    sheet[:] = background if c == 3 else TRANSPARENT
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = img
@@ -224,17 +325,33 @@ def save_gif(
     if not frames:
         raise ValueError("a GIF needs at least one frame")
     durations = [frame_ms] * (len(frames) - 1) + [max(hold_ms, frame_ms)]
-    paletted = [_gif_frame(f.convert("RGB")) for f in frames]
+    transparent = any(f.mode == "RGBA" for f in frames)
+    paletted = [_gif_frame(f, transparent) for f in frames]
     # Pillow takes a list of durations for an animation but only a number for a single frame.
     duration = durations if len(frames) > 1 else durations[0]
+    extra = {"transparency": GIF_CLEAR, "disposal": 2} if transparent else {}
     paletted[0].save(
         path, format="GIF", save_all=True, append_images=paletted[1:], duration=duration,
-        loop=loop,
+        loop=loop, **extra,
     )  # fmt: skip
     return os.fspath(path)
 
 
-def _gif_frame(rgb: Image.Image) -> Image.Image:
-    if rgb.getcolors(256) is not None:  # None means more than 256 colours
-        return rgb.quantize(256, method=Image.Quantize.MEDIANCUT)
-    return rgb.quantize(256, method=Image.Quantize.FASTOCTREE)
+GIF_CLEAR = 255  # the palette index of transparent pixels in a transparent GIF
+
+
+def _gif_frame(frame: Image.Image, transparent: bool) -> Image.Image:
+    """One GIF frame: exact when it has few colours; with index GIF_CLEAR for clear pixels."""
+    rgb = frame.convert("RGB")
+    colours = 255 if transparent else 256  # keep one index free for "clear"
+    exact = rgb.getcolors(colours) is not None  # None means more colours than that
+    method = Image.Quantize.MEDIANCUT if exact else Image.Quantize.FASTOCTREE
+    paletted = rgb.quantize(colours, method=method)
+    if transparent:
+        clear = np.asarray(frame.convert("RGBA"))[..., 3] < 128
+        indices = np.asarray(paletted).copy()
+        indices[clear] = GIF_CLEAR
+        palette = paletted.getpalette() or []
+        paletted = Image.fromarray(indices, "P")
+        paletted.putpalette(palette + [0] * (768 - len(palette)))
+    return paletted

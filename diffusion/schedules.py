@@ -25,6 +25,7 @@ from .render import to_tensor, to_uint8
 
 # The named schedules, each a classmethod of Schedule taking T (and its own parameters).
 SCHEDULES = ("linear", "cosine", "quadratic")
+SPACINGS = ("uniform", "karras")  # how Schedule.sigmas spreads the steps over the noise levels
 
 
 def make_schedule(kind: str, T: int) -> Schedule:
@@ -157,6 +158,11 @@ class Schedule:
         abar = self.alpha_bar(t).to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
+    def check_steps(self, steps: int) -> None:
+        """Raise ValueError unless a sampler can walk this schedule in ``steps`` steps: 1..T."""
+        if not 1 <= steps <= self.T:
+            raise ValueError(f"steps must be between 1 and {self.T}, got {steps}")
+
     def sigmas(self, steps: int, spacing: str = "uniform", rho: float = 7.0) -> Tensor:
         """The ``steps + 1`` noise levels a sampler walks through, from t = T down to 0.
 
@@ -165,8 +171,7 @@ class Schedule:
         always starting from t = T (pure noise). ``karras``: Karras et al. (2022) spacing between
         sigma(1) and sigma(T), denser at low noise, with exponent ``rho``.
         """
-        if not 1 <= steps <= self.T:
-            raise ValueError(f"steps must be between 1 and {self.T}, got {steps}")
+        self.check_steps(steps)
         if spacing == "uniform":
             t = torch.arange(steps, 0, -1, dtype=torch.float64) * self.T / steps
             sig = self.sigma(t)
@@ -175,5 +180,5 @@ class Schedule:
             ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
             sig = (hi + ramp * (lo - hi)) ** rho
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; use 'uniform' or 'karras'")
+            raise ValueError(f"unknown spacing {spacing!r}; use one of {SPACINGS}")
         return torch.cat([sig, sig.new_zeros(1)])

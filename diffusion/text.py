@@ -278,9 +278,8 @@ def train_clip(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .card import write_clip_card
+    from .card import data_credit, write_clip_card
     from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
-    from .train import data_credit
 
     p = argparse.ArgumentParser(prog="python -m diffusion.text", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a dataset with sprite names (meta.json)")

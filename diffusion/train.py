@@ -1,5 +1,10 @@
 """Train a ContextUnet on labelled sprites: ``python -m diffusion.train --data DIR --out RUN``.
 
+On several processes (GPUs, or machines): ``torchrun --nproc_per_node=N -m diffusion.train ...``
+trains with DistributedDataParallel (nccl on GPUs, gloo on CPUs). Every process draws the same
+global batch and trains on its own share of it, so N processes with ``--batch-size B`` follow the
+same path as one process with the same B; only the first process writes files.
+
 The recipe, each part a flag: AdamW with warm-up then cosine decay, an EMA of the weights (what
 ships), context dropout so one network learns conditional and unconditional noise (for
 classifier-free guidance), horizontal flips and the data's second animation frames as
@@ -14,22 +19,26 @@ and continues exactly (weights, optimiser, EMA, step and random state).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import objectives, render
-from .card import write_model_card
+from .card import data_credit, write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, SpriteDataset, load_dataset
-from .device import default_device
+from .device import default_device, describe
 from .files import atomic_write
 from .hub import push_to_hub
 from .model import ContextUnet, UnetConfig
@@ -49,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop after the epoch that passes this much training time (a lent GPU's budget); "
+        "the run folder is exported as always and --resume continues it",
+    )
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-steps", type=int, default=300)
@@ -68,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["all", "train"],
         default="all",
         help="'train' holds out the evaluator's split (diffusion.evaluate) for honest measurement",
+    )
+    p.add_argument(
+        "--alpha",
+        action="store_true",
+        help="model transparency: RGBA sprites (the data's rgba.npy), alpha as a 4th channel",
     )
     p.add_argument("--channels", default="64,128,128", help="channels per U-Net level")
     p.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
@@ -108,7 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--init",
         type=Path,
         metavar="MODEL",
-        help="start from this model folder's weights (same network; a text part starts at zero)",
+        help="start from this model folder's weights (same network; a text part starts at zero, "
+        "an alpha channel added to an RGB model too)",
     )
     p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=500, help="diffusion steps of the schedule")
@@ -132,16 +154,6 @@ def sampling_weights(labels: np.ndarray, balance: float) -> torch.Tensor:
     return torch.as_tensor(counts[labels] ** -float(balance), dtype=torch.float64)
 
 
-def data_credit(source: str) -> str | None:
-    """The data's licence and attribution section from its README, to carry into the card."""
-    readme = Path(source) / "README.md"
-    if not readme.is_file():
-        return None
-    text = readme.read_text()
-    start = text.find("## License and attribution")
-    return text[start:].strip() if start >= 0 else None
-
-
 def lr_at(step: int, total: int, args: argparse.Namespace) -> float:
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
@@ -155,7 +167,10 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace, data: SpriteDataset) -> None:
         self.args, self.data = args, data
+        self.rank, self.world = start_distributed()
         self.device = default_device()
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         cuda = self.device.type == "cuda"
         self.amp = args.amp == "on" or (args.amp == "auto" and cuda)
         torch.manual_seed(args.seed)
@@ -164,6 +179,7 @@ class Trainer:
         config = UnetConfig(
             num_labels=data.num_labels,
             resolution=data.resolution,
+            in_channels=4 if args.alpha else 3,
             channels=channels,
             blocks_per_level=args.blocks,
             T=args.T,
@@ -177,28 +193,34 @@ class Trainer:
             config.text_dim = self.clip.config.embed_dim
             self.text = text_table(self.clip, data)
         self.model = ContextUnet(config)
+        # Steps and minutes of the runs this one continues, so the card can give the totals.
+        self.prior = {"steps": 0, "minutes": 0.0}
         if args.init:
-            init_from(self.model, args.init)
+            self.prior = init_from(self.model, args.init)
         self.model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        # channels_last makes oneDNN's CPU convolutions about 20% faster at these sizes.
-        self.memory_format = (
-            torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        )
+        # channels_last makes oneDNN's CPU convolutions about 20% faster at these sizes (DDP's
+        # gradient buckets want the default layout).
+        cpu_alone = self.device.type == "cpu" and self.world == 1
+        self.memory_format = torch.channels_last if cpu_alone else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay
         )
         use_compile = args.compile == "on" or (args.compile == "auto" and cuda)
-        self.forward = torch.compile(self.model) if use_compile else self.model
+        net = self.model
+        if self.world > 1:  # averages the gradients of all processes after every backward
+            net = DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None)
+        self.forward = torch.compile(net) if use_compile else net
         self.generator = torch.Generator().manual_seed(args.seed)
         self.step, self.epoch, self.elapsed = 0, 0, 0.0
         self.steps_per_epoch = math.ceil(len(data) / args.batch_size)
         self.total_steps = self.steps_per_epoch * args.epochs
         self.weights = sampling_weights(data.labels, args.balance)
-        self.images = render.to_tensor(data.images)
+        self.images = training_tensor(data.images, data.alpha if args.alpha else None)
         alt = data.alt_images if data.alt_images is not None else data.images
-        self.alt = render.to_tensor(alt)
+        alt_alpha = data.alt_alpha if data.alt_alpha is not None else data.alpha
+        self.alt = training_tensor(alt, alt_alpha if args.alpha else None)
         self.labels = torch.as_tensor(data.labels)
 
     # -- one epoch ------------------------------------------------------------------------------
@@ -225,18 +247,21 @@ class Trainer:
         losses = []
         for start in range(0, len(order), a.batch_size):
             x0, context, text = self.batch(order[start : start + a.batch_size])
-            t = torch.rand(len(x0), generator=g) * self.schedule.T
+            rows = len(x0)
+            t = torch.rand(rows, generator=g) * self.schedule.T
             noise = torch.randn(x0.shape, generator=g)
             # sqrt(1 - abar) * noise: the forward process the course gets wrong.
             xt = self.schedule.q_sample(x0, t, noise)
             abar = self.schedule.alpha_bar(t).float()
             target = objectives.training_target(a.prediction, x0, noise, abar)
             weight = objectives.loss_weight(a.prediction, abar / (1 - abar), a.min_snr)
-            self_cond = torch.rand(len(x0), generator=g) < a.self_cond
+            self_cond = torch.rand(rows, generator=g) < a.self_cond
+            # Every process drew the whole batch (same generator); each trains on its share.
+            mine = slice(self.rank, None, self.world)
             xt, target, weight, context, t, abar, self_cond = (
-                v.to(self.device) for v in (xt, target, weight, context, t, abar, self_cond)
+                v[mine].to(self.device) for v in (xt, target, weight, context, t, abar, self_cond)
             )
-            text = text.to(self.device) if text is not None else None
+            text = text[mine].to(self.device) if text is not None else None
             xt = xt.contiguous(memory_format=self.memory_format)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, a)
@@ -246,17 +271,36 @@ class Trainer:
                 )
                 out = self.forward(xt, t, context, x0_prev, text).float()
                 per_row = (out - target).square().mean(dim=(1, 2, 3))
-                loss = (weight * per_row).mean()
+                # The batch mean as a sum over this share: DDP averages the processes' gradients,
+                # which gives the mean over the whole batch even when the shares differ in size.
+                loss = (weight * per_row).sum() * self.world / rows
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
             self.update_ema()
             self.step += 1
-            losses.append(loss.item())
+            losses.append(self.batch_loss(loss))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         return float(np.mean(losses))
+
+    def out_of_time(self) -> bool:
+        """Whether --max-minutes has passed, as the first process measured it."""
+        if self.args.max_minutes is None:
+            return False
+        over = torch.tensor(float(self.elapsed > 60 * self.args.max_minutes), device=self.device)
+        if self.world > 1:
+            dist.broadcast(over, src=0)
+        return bool(over)
+
+    def batch_loss(self, loss: torch.Tensor) -> float:
+        """The whole batch's loss, for the log (each process holds its share's)."""
+        loss = loss.detach()
+        if self.world > 1:
+            dist.all_reduce(loss)
+            loss /= self.world
+        return loss.item()
 
     @torch.no_grad()
     def x0_estimate(self, xt, t, context, abar, use, text) -> torch.Tensor:
@@ -284,6 +328,7 @@ class Trainer:
             "epoch": self.epoch,
             "elapsed": self.elapsed,
             "generator": self.generator.get_state(),
+            "prior": self.prior,
             "torch_rng": torch.get_rng_state(),
             "args": vars(self.args) | {"out": str(self.args.out)},
         }
@@ -302,6 +347,7 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.step, self.epoch, self.elapsed = state["step"], state["epoch"], state["elapsed"]
         self.generator.set_state(state["generator"])
+        self.prior = state.get("prior", self.prior)
         torch.set_rng_state(state["torch_rng"])
 
     def pipeline(self) -> SpritePipeline:
@@ -319,7 +365,11 @@ class Trainer:
     def export(self) -> SpritePipeline:
         """Make the run folder a loadable model holding the EMA weights."""
         pipe = self.pipeline()
-        pipe.palette = render.data_palette(self.data.images)
+        images = self.data.images
+        # An RGBA model's palette is the colours of opaque pixels: white is not a colour there.
+        pipe.palette = render.data_palette(
+            images[self.data.alpha > 127] if self.args.alpha else images
+        )
         a = self.args
         recipe = {
             k: str(v) if isinstance(v, Path) else v
@@ -332,7 +382,10 @@ class Trainer:
             "epochs_done": self.epoch,
             "steps_done": self.step,
             "device": str(self.device),
+            "hardware": describe(self.device) + (f" x {self.world}" if self.world > 1 else ""),
             "train_minutes": round(self.elapsed / 60, 1),
+            "total_steps": self.prior["steps"] + self.step,
+            "total_minutes": round(self.prior["minutes"] + self.elapsed / 60, 1),
             "credit": data_credit(a.data),
         }
         pipe.save_pretrained(a.out, extra={"training": training})
@@ -364,25 +417,67 @@ def text_table(clip: SpriteCLIP, data: SpriteDataset) -> tuple[torch.Tensor, tor
         )
 
 
-def init_from(model: ContextUnet, folder: Path) -> None:
-    """Load a trained model's weights into ``model``; only a text part may be missing."""
+def start_distributed() -> tuple[int, int]:
+    """(rank, world size): join the process group that torchrun set up, or (0, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def training_tensor(images: np.ndarray, alpha: np.ndarray | None) -> torch.Tensor:
+    """Sprites on white as (n, 3, H, W) in [-1, 1], or with ``alpha`` as a 4th channel.
+
+    The colours stay composited on white, as ``render.model_pixels`` gives them at inference,
+    so an RGB model's weights start an RGBA model off on the task they already know.
+    """
+    pixels = images if alpha is None else np.concatenate([images, alpha[..., None]], axis=-1)
+    return render.to_tensor(pixels)
+
+
+def init_from(model: ContextUnet, folder: Path) -> dict:
+    """Load a trained model's weights into ``model``; only a text part may be missing.
+
+    An RGB model can start an RGBA one: its stem and output convolutions get an alpha channel
+    whose weights start at zero. Returns the steps and minutes that model was trained.
+    """
     pipe = SpritePipeline.from_pretrained(folder, device="cpu")
     ours, theirs = model.config.to_dict(), pipe.model.config.to_dict()
-    differ = sorted(k for k in ours if k != "text_dim" and ours[k] != theirs.get(k))
-    if differ:
+    growable = {"text_dim", "in_channels"}
+    differ = sorted(k for k in ours if k not in growable and ours[k] != theirs.get(k))
+    if differ or ours["in_channels"] < theirs["in_channels"]:
         raise SystemExit(f"--init {folder}: its network differs in {differ}; pass the same flags")
-    missing, unexpected = model.load_state_dict(pipe.model.state_dict(), strict=False)
+    state = pipe.model.state_dict()
+    for name, param in model.state_dict().items():
+        if name in state and state[name].shape != param.shape:
+            grown = torch.zeros_like(param)
+            grown[tuple(slice(0, n) for n in state[name].shape)] = state[name]
+            state[name] = grown
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("text_mlp.") for k in missing):
         raise SystemExit(f"--init {folder}: another network ({missing=}, {unexpected=})")
+    training = pipe.config.get("training", {})
+    return {
+        "steps": training.get("total_steps", training.get("steps_done", 0)),
+        "minutes": training.get("total_minutes", training.get("train_minutes", 0.0)),
+        "from": str(folder),
+    }
 
 
 def _drop_rows_after(log_path: Path, epoch: int) -> None:
     """Forget log rows of epochs the checkpoint does not hold (a crash between log and save)."""
     if log_path.exists():
-        rows = list(csv.reader(log_path.open()))
+        with open(log_path, newline="") as f:
+            rows = list(csv.reader(f))
         kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= epoch]
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
+
+
+def export_run(trainer: Trainer) -> None:
+    """The run folder as a model: weights, samples and card."""
+    trainer.write_samples(trainer.export())
+    write_model_card(trainer.args.out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -390,33 +485,37 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(args.data)
     if args.split == "train":
         data = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)[0]
+    if args.alpha and data.alpha is None:
+        sys.exit(f"--alpha: {args.data} has no alpha (rgba.npy beside images.npy)")
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(args, data)
+    main_process = trainer.rank == 0  # the one that writes files and prints
     log_path = args.out / "loss.csv"
     if args.resume:
         if not (args.out / "checkpoint.pt").exists():
             sys.exit(f"--resume: no checkpoint.pt in {args.out}")
         trainer.load_checkpoint()
-        _drop_rows_after(log_path, trainer.epoch)
-        print(f"resumed at epoch {trainer.epoch}, step {trainer.step}")
-    elif log_path.exists():
+        if main_process:
+            _drop_rows_after(log_path, trainer.epoch)
+            print(f"resumed at epoch {trainer.epoch}, step {trainer.step}")
+    elif log_path.exists() and main_process:
         sys.exit(f"{args.out} already holds a run: pass --resume or choose another --out")
-    print(
-        f"{len(data)} sprites {data.counts()} on {trainer.device}, "
-        f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters"
-    )
+    if main_process:
+        print(
+            f"{len(data)} sprites {data.counts()} on {trainer.device} x {trainer.world}, "
+            f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f}M parameters"
+        )
     bar = tqdm(
         total=trainer.total_steps,
         initial=trainer.step,
         unit="step",
         dynamic_ncols=True,
-        disable=None,
+        disable=None if main_process else True,
     )
     new_log = not log_path.exists()
-    with open(log_path, "a", newline="") as f:
-        log = csv.writer(f)
-        if new_log:
-            log.writerow(["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s"])
+    with open(log_path, "a", newline="") if main_process else contextlib.nullcontext() as f:
+        if f is not None and new_log:
+            csv.writer(f).writerow(["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s"])
         while trainer.epoch < args.epochs:
             t0 = time.time()
             loss = trainer.train_epoch(bar)
@@ -424,26 +523,26 @@ def main(argv: list[str] | None = None) -> None:
             trainer.elapsed += time.time() - t0
             speed = len(data) / (time.time() - t0)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.0f}", epoch=trainer.epoch)
-            log.writerow(
-                [
-                    trainer.epoch,
-                    trainer.step,
-                    f"{loss:.5f}",
-                    f"{trainer.opt.param_groups[0]['lr']:.3e}",
-                    f"{speed:.1f}",
-                    f"{trainer.elapsed:.1f}",
-                ]
-            )
-            f.flush()
-            trainer.save_checkpoint()
-            last = trainer.epoch == args.epochs
-            if last or trainer.epoch % args.sample_every == 0:
-                pipe = trainer.export()
-                trainer.write_samples(pipe)
-                write_model_card(args.out)
+            if f is not None:
+                lr = trainer.opt.param_groups[0]["lr"]
+                row = [trainer.epoch, trainer.step, f"{loss:.5f}", f"{lr:.3e}", f"{speed:.1f}"]
+                csv.writer(f).writerow([*row, f"{trainer.elapsed:.1f}"])
+                f.flush()
+                trainer.save_checkpoint()
+                if trainer.epoch % args.sample_every == 0 and trainer.epoch < args.epochs:
+                    export_run(trainer)
+            # Every process stops after the same epoch: the first one's clock decides.
+            if trainer.out_of_time():
+                print(f"stopping after {trainer.elapsed / 60:.1f} minutes (--max-minutes)")
+                break
     bar.close()
-    if args.push_to_hub:
-        print("pushed to", push_to_hub(args.out, args.push_to_hub))
+    if main_process:
+        # Also after a --resume of a finished run: the folder is re-exported with today's code.
+        export_run(trainer)
+        if args.push_to_hub:
+            print("pushed to", push_to_hub(args.out, args.push_to_hub))
+    if trainer.world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

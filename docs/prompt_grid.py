@@ -1,6 +1,6 @@
 """The README's prompt grid: one row of sprites per prompt, drawn with a text model's defaults.
 
-python docs/prompt_grid.py [--model weights/sprites16-text] [--out docs/prompts.png]
+python -m docs.prompt_grid [--model weights/sprites16-text] [--out docs/prompts.png]
 """
 
 from __future__ import annotations

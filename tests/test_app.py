@@ -26,14 +26,19 @@ import torch
 from PIL import Image
 
 import app
-from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig, render
+from diffusion import SAMPLERS, ContextUnet, Schedule, SpritePipeline, UnetConfig, render
+from diffusion.options import MAX_SEED
 from diffusion.text import ClipConfig, SpriteCLIP, train_tokenizer
-from ui import context as ctx
 from ui import generate as gen
+from ui import limits
+from ui import run as uirun
 from ui.compare import CompareTab
 from ui.edit import EditTab
+from ui.errors import guarded
 from ui.forward import ForwardTab, curves_frame
 from ui.generate import GenerateTab
+from ui.storage import CacheSweeper, OutputStore
+from ui.studio import Studio, load_upload, random_seed
 
 LABELS = ["hero", "creature", "food", "weapon_spell", "item", "terrain"]
 T = 100
@@ -75,11 +80,11 @@ def pipe() -> SpritePipeline:
 
 
 @pytest.fixture
-def studio(pipe: SpritePipeline, tmp_path: Path) -> ctx.Studio:
-    return ctx.Studio({"tiny": pipe}, ctx.OutputStore(tmp_path / "out", keep=4))
+def studio(pipe: SpritePipeline, tmp_path: Path) -> Studio:
+    return Studio({"tiny": pipe}, OutputStore(tmp_path / "out", keep=4))
 
 
-def run(studio: ctx.Studio, **kwargs) -> list[dict]:
+def run(studio: Studio, **kwargs) -> list[dict]:
     args = {"label": "hero", "sampler": "ddim", "steps": 10, "guidance": 2.0, "seed": 0, "n": 4}
     args.update(kwargs)
     return list(GenerateTab(studio).generate(**args))
@@ -134,23 +139,24 @@ def api_request(session: str = "api") -> SimpleNamespace:
         ({"mix": "hero:0.5, dragon:0.5"}, "Unknown label 'dragon' in the mix"),
         ({"mix": "hero:0, food:0"}, "Every mix weight is 0"),
         ({"mix": "hero:nan"}, "The weight of 'hero' must be a number from 0 to 1"),
-        ({"palette": "neon"}, "Palette colours must be a whole number from 2 to 256"),
+        ({"palette": "neon"}, "Palette must be raw, data or a number of colours (got 'neon')."),
+        ({"palette": "300"}, "A palette colour count must be between 2 and 256 (got 300)."),
         ({"sampler": "ddpm", "steps": 100, "n": 16}, "needs 1,600 sprite-steps"),
     ],
 )
 def test_bad_input_gets_a_clear_message(
     pipe: SpritePipeline, change: dict, message: str, monkeypatch
 ):
-    monkeypatch.setattr(ctx, "MAX_WORK", 1000)
+    monkeypatch.setattr(uirun, "MAX_WORK", 1000)
     args = {"label": "hero", "sampler": "ddim", "steps": 10, "guidance": 2, "seed": 0, "n": 4}
     args.update({"eta": 0.0, **change})
     with pytest.raises(gr.Error) as err:
-        gen.validate_request(pipe, **args)
+        uirun.validate_request(pipe, **args)
     assert message in err.value.message
 
 
 def test_a_prompt_reaches_the_sprites_and_the_status(tmp_path: Path):
-    studio = ctx.Studio({"text": tiny_text_pipeline()}, ctx.OutputStore(tmp_path / "out"))
+    studio = Studio({"text": tiny_text_pipeline()}, OutputStore(tmp_path / "out"))
     plain = final(run(studio, n=2))
     red = final(run(studio, n=2, prompt="  red   potion "))
     ant = final(run(studio, n=2, prompt="fire ant"))
@@ -166,10 +172,10 @@ def test_a_prompt_reaches_the_sprites_and_the_status(tmp_path: Path):
 def test_a_prompt_is_refused_by_a_label_model_and_when_too_long(pipe: SpritePipeline):
     args = {"label": "hero", "sampler": "ddim", "steps": 10, "guidance": 2, "seed": 0, "n": 4}
     with pytest.raises(gr.Error, match="trained on labels only and takes no prompt"):
-        gen.validate_request(pipe, **args, prompt="red potion")
-    assert gen.validate_request(pipe, **args, prompt="   ").prompt is None
+        uirun.validate_request(pipe, **args, prompt="red potion")
+    assert uirun.validate_request(pipe, **args, prompt="   ").prompt is None
     with pytest.raises(gr.Error, match="keep it to a few words"):
-        gen.validate_request(tiny_text_pipeline(), **args, prompt="red potion " * 20)
+        uirun.validate_request(tiny_text_pipeline(), **args, prompt="red potion " * 20)
 
 
 def test_the_prompt_box_shows_for_text_models_only(pipe: SpritePipeline, tmp_path: Path):
@@ -183,26 +189,26 @@ def test_the_prompt_box_shows_for_text_models_only(pipe: SpritePipeline, tmp_pat
 
 def test_a_huge_input_is_not_echoed_back_whole(pipe: SpritePipeline):
     with pytest.raises(gr.Error) as err:
-        gen.validate_request(pipe, "hero", "ddim", 5, 2, 0, 1, mix="x" * 100_000)
+        uirun.validate_request(pipe, "hero", "ddim", 5, 2, 0, 1, mix="x" * 100_000)
     assert len(err.value.message) < 400 and "(100,002 characters)" in err.value.message
 
 
 def test_valid_input_is_normalised(pipe: SpritePipeline):
-    req = gen.validate_request(pipe, "food", "heun", 15.0, 3, 42.0, 9.0, eta=0.7)
-    assert req == gen.GenerateRequest("food", "heun", 15, 3.0, 42, 9, None)  # heun: no eta
+    req = uirun.validate_request(pipe, "food", "heun", 15.0, 3, 42.0, 9.0, eta=0.7)
+    assert req == uirun.Request("food", "heun", 15, 3.0, 42, 9, None)  # heun: no eta
     assert isinstance(req.steps, int) and isinstance(req.seed, int)
-    req = gen.validate_request(pipe, "food", "ddim", 15, 3, 0, 1, eta=0.7, palette="data")
+    req = uirun.validate_request(pipe, "food", "ddim", 15, 3, 0, 1, eta=0.7, palette="data")
     assert (req.eta, req.palette) == (0.7, "data")
-    mixed = gen.validate_request(pipe, "food", "ddim", 15, 3, 0, 1, mix="hero:0.5, item:0.25")
+    mixed = uirun.validate_request(pipe, "food", "ddim", 15, 3, 0, 1, mix="hero:0.5, item:0.25")
     assert mixed.context == {"hero": 0.5, "item": 0.25}
-    assert gen.validate_request(pipe, ctx.UNCONDITIONAL, "ddim", 5, 1, 0, 1).context is None
+    assert uirun.validate_request(pipe, limits.UNCONDITIONAL, "ddim", 5, 1, 0, 1).context is None
 
 
 def test_mix_text_round_trips():
     text = gen.mix_text(LABELS, [0.5, 0, 0.25, 0, 0, 0])
     assert text == "hero:0.5, food:0.25"
-    assert gen.parse_mix(text, LABELS) == {"hero": 0.5, "food": 0.25}
-    assert gen.parse_mix("  ", LABELS) is None
+    assert uirun.parse_mix(text, LABELS) == {"hero": 0.5, "food": 0.25}
+    assert uirun.parse_mix("  ", LABELS) is None
     assert gen.mix_text(LABELS, [0] * 6) == ""
 
 
@@ -211,10 +217,10 @@ def test_mix_text_round_trips():
 
 def wired(fn, *names: str):
     """A guarded handler whose 'components' are their own names, so results read plainly."""
-    return ctx.guarded(fn, {name: name for name in names})
+    return guarded(fn, {name: name for name in names})
 
 
-def test_page_gets_a_message_and_keeps_its_results(studio: ctx.Studio, caplog):
+def test_page_gets_a_message_and_keeps_its_results(studio: Studio, caplog):
     handler = wired(GenerateTab(studio).generate, *OUTPUTS)
     with caplog.at_level(logging.INFO, logger="sprite_studio"):
         out = list(handler("hero", "ddim", 9999, 2.0, 0, 4, request=page_request()))
@@ -223,13 +229,13 @@ def test_page_gets_a_message_and_keeps_its_results(studio: ctx.Studio, caplog):
     assert len(caplog.records) == 1 and "\n" not in caplog.text.strip()  # one line, no traceback
 
 
-def test_api_gets_the_message_as_an_error(studio: ctx.Studio):
+def test_api_gets_the_message_as_an_error(studio: Studio):
     handler = wired(GenerateTab(studio).generate, *OUTPUTS)
     with pytest.raises(gr.Error, match="Seed must be a whole number"):
         list(handler("hero", "ddim", 5, 2.0, -1, 4, request=api_request()))
 
 
-def test_unexpected_failures_say_what_to_try_and_log_the_traceback(studio: ctx.Studio, caplog):
+def test_unexpected_failures_say_what_to_try_and_log_the_traceback(studio: Studio, caplog):
     tab = GenerateTab(studio)
 
     def broken(*args, **kwargs):
@@ -247,12 +253,12 @@ def test_unexpected_failures_say_what_to_try_and_log_the_traceback(studio: ctx.S
         list(wired(tab.generate, *OUTPUTS)(request=api_request()))
 
 
-def test_a_rejected_upload_empties_the_drop_zone(studio: ctx.Studio, tmp_path: Path):
+def test_a_rejected_upload_empties_the_drop_zone(studio: Studio, tmp_path: Path):
     bad = tmp_path / "bad.png"
     bad.write_text("not a picture")
     tab = ForwardTab(studio)
     outputs = {"source": "source", "info": "info", "upload": "upload"}
-    handler = ctx.guarded(tab.use_upload, outputs, status="info", on_error={"upload": None})
+    handler = guarded(tab.use_upload, outputs, status="info", on_error={"upload": None})
     out = handler("tiny", str(bad))
     assert out == {"info": "⚠️ " + out["info"][3:], "upload": None}
     assert "not an image we can read" in out["info"]
@@ -264,17 +270,17 @@ def test_a_rejected_upload_empties_the_drop_zone(studio: ctx.Studio, tmp_path: P
 # -- seeds, frames, progress and files --------------------------------------------------------
 
 
-def test_seed_is_used_and_shown(studio: ctx.Studio):
+def test_seed_is_used_and_shown(studio: Studio):
     first, again, other = (final(run(studio, seed=s, n=2)) for s in (123, 123, 124))
     assert first["seed"] == 123 and "seed 123" in first["status"]
     np.testing.assert_array_equal(first["sprites"], again["sprites"])
     assert not np.array_equal(first["sprites"], other["sprites"])
-    assert all(0 <= ctx.random_seed() <= ctx.MAX_SEED for _ in range(100))
-    assert len({ctx.random_seed() for _ in range(20)}) > 1
+    assert all(0 <= random_seed() <= MAX_SEED for _ in range(100))
+    assert len({random_seed() for _ in range(20)}) > 1
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "heun", "dpmpp_2m"])
-def test_one_step_runs_end_to_end(studio: ctx.Studio, sampler: str):
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_one_step_runs_end_to_end(studio: Studio, sampler: str):
     out = final(run(studio, sampler=sampler, steps=1, n=2))
     assert out["status"].startswith(f"done: 2 × hero · {sampler} · 1 steps")
     assert gif_frames(out["gif"])[0] == 1
@@ -283,7 +289,7 @@ def test_one_step_runs_end_to_end(studio: ctx.Studio, sampler: str):
 
 @pytest.mark.parametrize("total", [1, 5, 24, 25, 99, 500, 1000])
 def test_pick_steps_subsamples_evenly(total: int):
-    picked = gen.pick_steps(total, 24)
+    picked = uirun.pick_steps(total, 24)
     assert len(picked) == min(total, 24)
     assert picked == sorted(set(picked)) and picked[0] >= 1 and picked[-1] == total
     if total > 24:  # evenly spread: no gap more than one step bigger than the average
@@ -291,9 +297,9 @@ def test_pick_steps_subsamples_evenly(total: int):
         assert gaps.max() - gaps.min() <= 1
 
 
-def test_previews_come_by_time_with_percent_and_time_left(studio: ctx.Studio, monkeypatch):
+def test_previews_come_by_time_with_percent_and_time_left(studio: Studio, monkeypatch):
     clock = iter(np.arange(0, 1000, 1 / 16))  # every look at the clock: 1/16 s later (exact)
-    monkeypatch.setattr(gen.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(uirun.time, "perf_counter", lambda: float(next(clock)))
     outputs = run(studio, steps=60, n=1)
     live = outputs[1:-1]
     assert outputs[0]["live"] is None and outputs[0]["status"].startswith("starting:")
@@ -306,12 +312,12 @@ def test_previews_come_by_time_with_percent_and_time_left(studio: ctx.Studio, mo
     assert outputs[-1]["status"].startswith("done:")
 
 
-def test_the_end_shows_each_result_once(studio: ctx.Studio):
+def test_the_end_shows_each_result_once(studio: Studio):
     out = final(run(studio, steps=12, n=4, gif_ms=50))
     count, size, durations = gif_frames(out["gif"])
-    expected = render.grid(np.zeros((4, 16, 16, 3), np.uint8), ctx.SCALE).size
+    expected = render.grid(np.zeros((4, 16, 16, 3), np.uint8), limits.SCALE).size
     assert (count, size) == (12, expected) == (12, (264, 264))
-    assert durations == [50] * 11 + [gen.GIF_HOLD_MS]  # final frame held longer
+    assert durations == [50] * 11 + [limits.GIF_HOLD_MS]  # final frame held longer
     # The live panel ends on the sheet itself (the same file), not a second copy of it.
     assert out["live"] == out["sheet"]
     with Image.open(out["sheet"]) as png:
@@ -321,22 +327,22 @@ def test_the_end_shows_each_result_once(studio: ctx.Studio):
         )
 
 
-def test_palette_choice_reaches_the_sprites(studio: ctx.Studio, pipe: SpritePipeline):
+def test_palette_choice_reaches_the_sprites(studio: Studio, pipe: SpritePipeline):
     out = final(run(studio, steps=4, n=2, palette="data"))
     assert {tuple(c) for c in out["sprites"].reshape(-1, 3)} <= {tuple(c) for c in pipe.palette}
     assert "palette data" in out["status"]
 
 
-def test_long_runs_keep_the_gif_small(studio: ctx.Studio):
+def test_long_runs_keep_the_gif_small(studio: Studio):
     out = final(run(studio, sampler="ddpm", steps=T, n=1))
-    assert gif_frames(out["gif"])[:2] == (gen.GIF_MAX_FRAMES, (128, 128))
+    assert gif_frames(out["gif"])[:2] == (limits.GIF_MAX_FRAMES, (128, 128))
 
 
 # -- Stop, queues and fair use ----------------------------------------------------------------
 
 
-def test_stop_ends_the_run_with_what_it_has(studio: ctx.Studio, monkeypatch):
-    monkeypatch.setattr(gen, "PREVIEW_INTERVAL_S", 0.0)  # a preview every step
+def test_stop_ends_the_run_with_what_it_has(studio: Studio, monkeypatch):
+    monkeypatch.setattr(uirun, "PREVIEW_INTERVAL_S", 0.0)  # a preview every step
     me, other = page_request("me"), page_request("other")
     studio.stop(me)  # a Stop pressed before this run was asked for does not end it
     studio.click(me)
@@ -351,7 +357,7 @@ def test_stop_ends_the_run_with_what_it_has(studio: ctx.Studio, monkeypatch):
     assert gif_frames(out["gif"])[0] == 3 and out["sprites"] == gr.skip()
 
 
-def test_stop_during_the_first_step_gives_a_one_frame_gif(studio: ctx.Studio):
+def test_stop_during_the_first_step_gives_a_one_frame_gif(studio: Studio):
     me = page_request("early")
     studio.click(me)
     run_ = GenerateTab(studio).generate("hero", "ddpm", 100, 2.0, 0, 16, request=me)
@@ -362,7 +368,7 @@ def test_stop_during_the_first_step_gives_a_one_frame_gif(studio: ctx.Studio):
     assert gif_frames(out["gif"])[0] == 1
 
 
-def test_stop_while_queued_cancels_the_run_when_it_starts(studio: ctx.Studio):
+def test_stop_while_queued_cancels_the_run_when_it_starts(studio: Studio):
     me = page_request("queued")
     studio.click(me)  # Generate pressed; the run waits in the queue
     studio.stop(me)  # Stop pressed while it waits
@@ -370,9 +376,9 @@ def test_stop_while_queued_cancels_the_run_when_it_starts(studio: ctx.Studio):
     assert len(out) == 1 and out[0]["status"].startswith("stopped before the first step")
 
 
-def test_one_session_cannot_take_the_queue(studio: ctx.Studio):
+def test_one_session_cannot_take_the_queue(studio: Studio):
     me, you = page_request("greedy"), page_request("you")
-    for _ in range(ctx.MAX_JOBS_PER_SESSION):
+    for _ in range(limits.MAX_JOBS_PER_SESSION):
         studio.click(me)
     with pytest.raises(gr.Error, match="already have 2 runs going or waiting"):
         studio.click(me)
@@ -385,7 +391,7 @@ def test_one_session_cannot_take_the_queue(studio: ctx.Studio):
 
 
 def test_a_live_run_keeps_its_folder(tmp_path: Path):
-    store = ctx.OutputStore(tmp_path / "runs", keep=2)
+    store = OutputStore(tmp_path / "runs", keep=2)
     with store.run() as live:
         for _ in range(5):
             with store.run():
@@ -397,7 +403,7 @@ def test_a_live_run_keeps_its_folder(tmp_path: Path):
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
 
-def test_output_folders_do_not_pile_up(studio: ctx.Studio, tmp_path: Path):
+def test_output_folders_do_not_pile_up(studio: Studio, tmp_path: Path):
     for seed in range(7):
         run(studio, seed=seed, steps=2, n=1)
     runs = sorted((tmp_path / "out").iterdir())
@@ -423,7 +429,7 @@ def test_sweeper_bounds_age_and_size(tmp_path: Path):
     mid = [make_file(tmp_path / "b" / f"{i}.png", 100, 1000 - i) for i in range(5)]
     fresh = make_file(tmp_path / "c" / "fresh.png", 1000, 1)
     kept = make_file(tmp_path / "d" / "live.gif", 10, 5000)
-    sweeper = ctx.CacheSweeper(
+    sweeper = CacheSweeper(
         [tmp_path], max_age_s=3600, min_age_s=60, max_bytes=1300, protect=lambda p: p == kept
     )
     assert sweeper.sweep() == 4  # the old one, then the oldest until 1,300 bytes remain
@@ -437,34 +443,34 @@ def test_sweeper_bounds_age_and_size(tmp_path: Path):
 
 
 def test_sweeper_survives_concurrent_writes(tmp_path: Path):
-    sweeper = ctx.CacheSweeper([tmp_path], max_age_s=0, min_age_s=0, max_bytes=0)
-    done = threading.Event()
+    sweeper = CacheSweeper([tmp_path], max_age_s=0, min_age_s=0, max_bytes=0)
     errors = []
+    writes = 300  # a fixed amount of work per writer, so a slow machine only takes longer
 
-    def churn() -> None:
-        i = 0
-        while not done.is_set():
+    def churn(w: int) -> None:
+        for i in range(writes):
             try:
-                make_file(tmp_path / f"d{i % 7}" / f"{i}.bin", 10, 0)
-                (tmp_path / f"d{(i + 3) % 7}" / f"{i - 3}.bin").unlink(missing_ok=True)
+                make_file(tmp_path / f"d{i % 7}" / f"{w}-{i}.bin", 10, 0)
+                # Also delete a file of its own, from the folder it went into.
+                (tmp_path / f"d{(i - 3) % 7}" / f"{w}-{i - 3}.bin").unlink(missing_ok=True)
             except OSError:
                 pass  # the sweeper removed the folder first: what a real request would retry
-            i += 1
 
-    writers = [threading.Thread(target=churn) for _ in range(3)]
+    writers = [threading.Thread(target=churn, args=(w,)) for w in range(3)]
     for w in writers:
         w.start()
-    try:
-        for _ in range(200):
-            try:
-                sweeper.sweep()
-            except Exception as err:  # pragma: no cover - the failure being tested for
-                errors.append(err)
-    finally:
-        done.set()
-        for w in writers:
-            w.join()
+    sweeps = 0
+    while any(w.is_alive() for w in writers) or sweeps < 3:
+        try:
+            sweeper.sweep()
+        except Exception as err:  # pragma: no cover - the failure being tested for
+            errors.append(err)
+        sweeps += 1
+    for w in writers:
+        w.join()
     assert errors == []
+    sweeper.sweep(now=time.time() + 1)
+    assert list(tmp_path.rglob("*.bin")) == []  # every file the writers left was swept
 
 
 # -- uploads and the forward process ----------------------------------------------------------
@@ -474,7 +480,8 @@ def test_upload_becomes_a_sprite(tmp_path: Path):
     im = Image.new("RGBA", (32, 32), (255, 0, 0, 255))
     im.putpixel((0, 0), (0, 0, 0, 0))  # transparent pixels turn into the white background
     im.save(tmp_path / "a.png")
-    sprite = ctx.load_upload(tmp_path / "a.png", 16)
+    sprite, note = load_upload(tmp_path / "a.png", 16)
+    assert note == "your upload, resized from 32×32 to 16×16"
     assert sprite.shape == (16, 16, 3) and sprite.dtype == np.uint8
     assert tuple(sprite[8, 8]) == (255, 0, 0)
     assert tuple(sprite[0, 0]) == (255, 64, 64)  # box filter: 1 of 4 source pixels white
@@ -484,7 +491,7 @@ def test_sixteen_bit_greyscale_keeps_its_levels(tmp_path: Path):
     levels = np.array([[0, 16384], [32768, 65535]], np.uint16).repeat(8, 0).repeat(8, 1)
     Image.fromarray(levels).save(tmp_path / "grey16.png")
     assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
-    sprite = ctx.load_upload(tmp_path / "grey16.png", 16)
+    sprite, _ = load_upload(tmp_path / "grey16.png", 16)
     assert sprite[::8, ::8, 0].tolist() == [[0, 64], [128, 255]]
 
 
@@ -493,7 +500,7 @@ def test_sixteen_bit_greyscale_keeps_its_levels(tmp_path: Path):
     [
         (lambda p: p.write_text("not a picture"), "not an image we can read"),
         (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100), "not an image we can read"),
-        (lambda p: p.write_bytes(os.urandom(ctx.MAX_UPLOAD_BYTES + 1)), "the limit is 5 MB"),
+        (lambda p: p.write_bytes(os.urandom(limits.MAX_UPLOAD_BYTES + 1)), "the limit is 5 MB"),
         (
             lambda p: Image.new("1", (5000, 5000)).save(p),
             "5000×5000 pixels. That image has more than 16,777,216 pixels",
@@ -504,11 +511,11 @@ def test_bad_uploads_get_a_clear_message(tmp_path: Path, make, message: str):
     path = tmp_path / "upload.png"
     make(path)
     with pytest.raises(gr.Error) as err:
-        ctx.load_upload(path, 16)
+        load_upload(path, 16)
     assert message in err.value.message
 
 
-def test_forward_process_at_t(studio: ctx.Studio):
+def test_forward_process_at_t(studio: Studio):
     tab = ForwardTab(studio)
     sprite = tab.draw_sprite("tiny", "food")["source"]
     assert sprite.shape == (16, 16, 3)
@@ -546,11 +553,11 @@ def test_schedule_curves_cover_every_schedule():
 # -- compare ----------------------------------------------------------------------------------
 
 
-def test_compare_times_every_pair(studio: ctx.Studio, monkeypatch: pytest.MonkeyPatch):
+def test_compare_times_every_pair(studio: Studio, monkeypatch: pytest.MonkeyPatch):
     tab = CompareTab(studio)
     results = list(tab.compare("tiny", "hero", ["ddim", "heun"], [2, 5], 2.0, 3, 2))
     last = results[-1]
-    assert len(results) == 5 and len(last["gallery"]) == 4 and last["status"] == "done"
+    assert len(results) == 5 and len(last["gallery"]) == 4
     assert [(r.sampler, r.steps) for r in last["table"].itertuples()] == [
         ("ddim", 2),
         ("ddim", 5),
@@ -559,14 +566,16 @@ def test_compare_times_every_pair(studio: ctx.Studio, monkeypatch: pytest.Monkey
     ]
     assert (last["table"]["seconds"] > 0).all()
     assert last["gallery"][0][1].startswith("ddim · 2 steps · ")
-    monkeypatch.setattr("ui.compare.COMPARE_BUDGET", 100)
-    with pytest.raises(gr.Error, match="needs 210 network calls; the limit is 100"):
+    # Each run fits the limit; together they do not. Heun's 20 steps are 39 network calls (its
+    # last step is one Euler call): (20 + 50 + 39 + 99) calls x 2 sprites.
+    monkeypatch.setattr(uirun, "MAX_WORK", 200)
+    with pytest.raises(gr.Error, match=r"needs 416 sprite-steps .*; the limit is 200"):
         list(tab.compare("tiny", "hero", ["ddim", "heun"], [20, 50], 2.0, 3, 2))
     with pytest.raises(gr.Error, match="at least one sampler"):
         list(tab.compare("tiny", "hero", [], [5], 2.0, 3, 2))
 
 
-def test_stop_ends_a_comparison(studio: ctx.Studio):
+def test_stop_ends_a_comparison(studio: Studio):
     me = page_request("cmp")
     studio.click(me)
     results = CompareTab(studio).compare("tiny", "hero", ["ddim", "pndm"], [5, 10], 2.0, 0, 1, me)
@@ -591,7 +600,7 @@ def editor_value(sprite: np.ndarray, painted: np.ndarray | None = None) -> dict:
     return {"background": background, "layers": layers, "composite": background}
 
 
-def test_edit_repaints_only_the_brushed_region(studio: ctx.Studio, pipe: SpritePipeline):
+def test_edit_repaints_only_the_brushed_region(studio: Studio, pipe: SpritePipeline):
     sprite = pipe.generate("hero", n=1, seed=3, steps=5)[0]
     brushed = np.zeros((16, 16), bool)
     brushed[4:12, 8:] = True
@@ -605,7 +614,7 @@ def test_edit_repaints_only_the_brushed_region(studio: ctx.Studio, pipe: SpriteP
     assert gif_frames(result["gif"])[0] == 10
 
 
-def test_edit_without_strokes_makes_variations(studio: ctx.Studio, pipe: SpritePipeline):
+def test_edit_without_strokes_makes_variations(studio: Studio, pipe: SpritePipeline):
     sprite = pipe.generate("hero", n=1, seed=3, steps=5)[0]
     tab = EditTab(studio)
     result = final(list(tab.edit(editor_value(sprite), "hero", 0.3, "ddim", 20, 2.0, 1, 2)))
@@ -624,7 +633,7 @@ def test_edit_and_morph_take_a_prompt(tmp_path: Path):
     from ui.morph import MorphTab
 
     text_pipe = tiny_text_pipeline()
-    studio = ctx.Studio({"text": text_pipe}, ctx.OutputStore(tmp_path / "out"))
+    studio = Studio({"text": text_pipe}, OutputStore(tmp_path / "out"))
     sprite = text_pipe.generate("hero", n=1, seed=3, steps=5)[0]
     edit = EditTab(studio)
     args = (editor_value(sprite), "food", 0.6, "ddim", 10, 2.0, 1, 2)
@@ -642,7 +651,7 @@ def test_edit_and_morph_take_a_prompt(tmp_path: Path):
     assert np.abs(first.astype(int) - end[0]).max() <= 1
 
 
-def test_morph_loops_between_two_sprites(studio: ctx.Studio, pipe: SpritePipeline):
+def test_morph_loops_between_two_sprites(studio: Studio, pipe: SpritePipeline):
     from ui.morph import MorphTab
 
     tab = MorphTab(studio)
@@ -698,8 +707,8 @@ def test_sampling_handlers_get_zerogpu_when_spaces_is_there(
         "generate", "edit", "new_sprite", "morph", "compare", "draw_sprite", "first_sprite"
     }  # fmt: skip
     fns = {fn.api_name: fn for fn in demo.fns.values()}
-    assert fns["generate"].fn in wrapped and fns["generate"].concurrency_limit == ctx.CONCURRENCY
-    assert demo._queue.max_size == ctx.QUEUE_SIZE
+    assert fns["generate"].fn in wrapped and fns["generate"].concurrency_limit == limits.CONCURRENCY
+    assert demo._queue.max_size == limits.QUEUE_SIZE
     assert not demo.delete_cache  # Gradio's sweep dies under traffic; ours runs instead
 
 
@@ -722,7 +731,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(pipe: SpritePipeline, tmp_path_factory) -> str:
-    demo = app.build_demo({"tiny": pipe}, ctx.OutputStore(tmp_path_factory.mktemp("out")))
+    demo = app.build_demo({"tiny": pipe}, OutputStore(tmp_path_factory.mktemp("out")))
     port = free_port()
     app.launch(
         demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
@@ -745,7 +754,7 @@ def test_api_generate_streams_and_returns_a_gif(server: str):
     preview, status, gif, sheet, files, seed = job.result(timeout=60)
     assert seed == 5 and status.startswith("done: 4 × creature · ddpm · 100 steps")
     assert Path(gif).read_bytes()[:6] == b"GIF89a" and Path(gif).suffix == ".gif"
-    assert gif_frames(gif)[:2] == (gen.GIF_MAX_FRAMES, (264, 264))
+    assert gif_frames(gif)[:2] == (limits.GIF_MAX_FRAMES, (264, 264))
     for path in (preview, sheet):  # the browser gets PNG, not WebP/JPEG
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [Path(f).suffix for f in files] == [".gif", ".png"]
@@ -756,8 +765,8 @@ def test_a_session_does_not_grow_with_its_runs(pipe: SpritePipeline, tmp_path: P
     out, so one client's session keeps its size however many runs it streams."""
     from gradio_client import Client
 
-    monkeypatch.setattr(gen, "PREVIEW_INTERVAL_S", 0.0)  # a preview after every step
-    demo = app.build_demo({"tiny": pipe}, ctx.OutputStore(tmp_path / "out"))
+    monkeypatch.setattr(uirun, "PREVIEW_INTERVAL_S", 0.0)  # a preview after every step
+    demo = app.build_demo({"tiny": pipe}, OutputStore(tmp_path / "out"))
     port = free_port()
     app.launch(
         demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
@@ -844,11 +853,11 @@ def test_cache_stays_bounded_under_concurrent_load(pipe: SpritePipeline, tmp_pat
     cache = tmp_path / "gradio-cache"
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     try:
-        demo = app.build_demo({"tiny": pipe}, ctx.OutputStore(tmp_path / "out"))
+        demo = app.build_demo({"tiny": pipe}, OutputStore(tmp_path / "out"))
         port = free_port()
         app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                    quiet=True)  # fmt: skip
-        sweeper = ctx.CacheSweeper(
+        sweeper = CacheSweeper(
             [cache, tmp_path / "out"], every_s=0.05, max_age_s=6.0, min_age_s=6.0, max_bytes=0,
             protect=demo.studio.store.is_live,
         ).start()  # fmt: skip

@@ -12,11 +12,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 import app
 from tests.test_app import free_port, tiny_pipeline, tiny_text_pipeline
+from ui.studio import default_steps
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -107,10 +109,10 @@ def wait_status(page, prefix: str) -> str:
     return page.inner_text("#status")
 
 
-def no_error_pills(page) -> None:
+def no_error_pills(page, status: str = "#status") -> None:
     """Gradio stamps "Error" over outputs when a handler raises; ours never do."""
     assert page.locator(".error:visible").count() == 0
-    assert "Error" not in page.inner_text("#status")
+    assert "Error" not in page.inner_text(status)
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
@@ -177,12 +179,13 @@ def test_stop_right_after_generate(page):
 
 def test_example_streams_progress_then_the_gif(page):
     page.evaluate(WATCH_STATUS)
-    page.get_by_text("creature", exact=True).click()  # the example row: creature, ddim, 50 steps
+    page.get_by_text("creature", exact=True).click()  # the example row: creature with ddim
     wait_status(page, "done: 9 × creature · ddim")
+    ddim = default_steps(tiny_pipeline(), "ddim")  # the model's steps for the example's sampler
     steps = [s for s in page.evaluate("window.statuses") if s.startswith("step ")]
-    assert steps and all("/50 · " in s and "% · " in s and " s left · " in s for s in steps)
+    assert steps and all(f"/{ddim} · " in s and "% · " in s and " s left · " in s for s in steps)
     gif = shown_gif(page)
-    assert gif.size == (400, 400) and gif.n_frames == 50  # 9 sprites: 3x3
+    assert gif.size == (400, 400) and gif.n_frames == ddim  # 9 sprites: 3x3
 
 
 def test_edit_repaints_a_brushed_stroke(page):
@@ -226,4 +229,88 @@ def test_a_text_model_gets_a_prompt_box_with_generate_in_view(
         assert '"red potion" (food)' in wait_status(page, "done:")
         no_error_pills(page)
         page.screenshot(path=SHOTS / "prompt.png", full_page=True)
+    page.close()
+
+
+def test_a_phone_sees_the_results_after_a_tap(browser, url: str):
+    page = open_page(browser, url, 390, 844)
+    assert page.locator("#status").bounding_box()["y"] > 844 / 2  # far below, under the controls
+    page.click("#generate")
+    wait_status(page, "done:")
+    # The status and the picture come into view by themselves: the tap visibly did something.
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#status').getBoundingClientRect();"
+        " return r.top >= 0 && r.top < 60; }"
+    )
+    live = page.locator("#live img").bounding_box()
+    assert live["y"] >= 0 and live["y"] + live["height"] <= 844, live
+    page.screenshot(path=SHOTS / "phone-after-generate.png")
+    page.close()
+
+
+def drawn_extent(shot: Image.Image) -> tuple[int, int]:
+    """Width and height of the part of a screenshot that differs from its corner's colour."""
+    pixels = np.asarray(shot.convert("RGB")).astype(int)
+    differs = np.abs(pixels - pixels[0, 0]).sum(-1) > 30
+    rows, cols = np.flatnonzero(differs.any(1)), np.flatnonzero(differs.any(0))
+    return cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
+
+
+def test_one_sprite_fills_its_panel(browser, url: str):
+    page = open_page(browser, url, 1280, 1000)
+    page.get_by_text("Options", exact=True).click()
+    batch = page.locator("#batch input[type=number]")
+    batch.fill("1")
+    batch.press("Enter")
+    page.click("#generate")
+    wait_status(page, "done: 1 × hero")
+    page.wait_for_function("() => document.querySelector('#live img')?.complete")
+    box = page.locator("#live img").bounding_box()
+    panel = min(box["width"], box["height"])  # the sheet is square
+    drawn = drawn_extent(Image.open(io.BytesIO(page.locator("#live img").screenshot())))
+    # The 128 px sheet is drawn as large as the panel, not at its own size inside it.
+    assert panel > 300 and min(drawn) >= 0.95 * panel, (drawn, box)
+    page.close()
+
+
+def test_compare_captions_sit_whole_under_their_sprites(browser, url: str):
+    page = open_page(browser, url, 1280, 1000)
+    page.get_by_role("tab", name="Compare").click()
+    page.click("#compare")
+    page.wait_for_function(
+        "document.querySelector('#compare-status').innerText.startsWith('done:')"
+    )
+    status = page.inner_text("#compare-status")
+    assert " through " in status and " steps: " in status  # what was compared, each time taken
+    items = page.locator("#compare-gallery .thumbnail-item")
+    assert items.count() == 4
+    for i in range(items.count()):
+        caption = items.nth(i).locator(".caption-label")
+        picture = items.nth(i).locator("img").bounding_box()
+        box = caption.bounding_box()
+        assert box["y"] >= picture["y"] + picture["height"] - 1, (box, picture)  # not over it
+        assert caption.evaluate("e => e.scrollWidth <= e.clientWidth")  # not cut off
+        assert caption.inner_text().endswith(" s")
+    page.screenshot(path=SHOTS / "compare.png", full_page=True)
+    page.close()
+
+
+def test_edit_keeps_its_sprite_when_an_upload_is_refused(browser, url: str, tmp_path: Path):
+    page = open_page(browser, url, 1280, 1000)
+    page.get_by_role("tab", name="Edit").click()
+    page.get_by_text("🎲 New sprite").click()
+    page.wait_for_function("document.querySelector('#edit-status').innerText.startsWith('a ')")
+    canvas = page.locator("#editor canvas").first
+    page.wait_for_timeout(500)  # the canvas draws the sprite a frame after the value arrives
+    before = canvas.screenshot()
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    with page.expect_file_chooser() as chooser:
+        page.click("#edit-upload")
+    chooser.value.set_files(str(bad))
+    page.wait_for_function("document.querySelector('#edit-status').innerText.startsWith('⚠️')")
+    assert "not an image we can read" in page.inner_text("#edit-status")
+    page.wait_for_timeout(500)
+    assert canvas.screenshot() == before  # the sprite is still there, unchanged
+    no_error_pills(page, "#edit-status")
     page.close()

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -80,3 +81,16 @@ def test_one_step_and_a_palette(tiny_pipe, tmp_path, capsys):
     assert iio.imread(gif, index=None).shape[0] == 1
     colours = np.unique(np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3), axis=0)
     assert {tuple(c) for c in colours} <= {(255, 255, 255), (0, 0, 0)}
+
+
+def test_sample_command_writes_under_out_not_the_current_folder(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [sys.executable, "-m", "diffusion", "sample", "--model", str(tmp_path / "m")]
+    cmd += ["--label", "a", "--steps", "2", "--n", "1"]
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["a.gif", "a.png"]

@@ -13,8 +13,10 @@ from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
 from diffusion.data import SpriteDataset, load_dataset
 from diffusion.evaluate import (
     COPY_MAX_SHARE,
+    UNCERTAIN,
     balanced_indices,
     colours_per_sprite,
+    compare,
     evaluate,
     evaluate_palettes,
     flat_pair_share,
@@ -288,6 +290,54 @@ def test_evaluate_counts_copies_of_training_sprites(tmp_path: Path) -> None:
     assert report["near_copy_rate"]["generated"] == 1.0
     assert report["label_accuracy"]["generated"] >= 0.9
     assert report["frechet_distance"]["ratio"] < 3
+
+
+def test_uncertain_figures_rank_copies_above_noise(tmp_path: Path) -> None:
+    data = synthetic_sprites()
+    train, _ = data.split(holdout=0.2, seed=0)
+
+    class CopyingPipeline:
+        labels, resolution = LABELS, 8
+
+        def generate(self, context: str, n: int, seed: int = 0, **_: object) -> np.ndarray:
+            own = train.images[train.labels == LABELS.index(context)]
+            return own[np.random.default_rng(seed).permutation(len(own))[:n]]
+
+    copies = evaluate(CopyingPipeline(), data, n_per_label=20, seed=[0, 1], cache_dir=tmp_path)
+    noise = evaluate(
+        tiny_pipeline(),
+        data,
+        n_per_label=20,
+        sampler="ddim",
+        steps=4,
+        seed=[0, 1],
+        cache_dir=tmp_path,
+    )
+    for report in (copies, noise):
+        for metric in UNCERTAIN:
+            block = report[metric]
+            for figure in ("generated", "real_floor"):
+                low, high = block["ci95"][figure]
+                assert low <= block[figure] <= high and block["se"][figure] >= 0, (metric, block)
+    # Training sprites are real sprites: every figure sits at its floor; noise is far above it.
+    c2st = copies["c2st_accuracy"]
+    assert c2st["per_side"] == 3 * 8  # every label has 8 held-out sprites
+    assert abs(c2st["generated"] - c2st["real_floor"]) < 0.2
+    assert noise["c2st_accuracy"]["generated"] > 0.9
+    for metric in UNCERTAIN:
+        assert compare(copies, noise, metric)["better"] == "a", compare(copies, noise, metric)
+    # Every toy sprite is one flat shape on white: all have the same patterns, a floor of 0.
+    patterns = noise["frechet_distance_patterns"]
+    assert patterns["real_floor"] == 0.0 and patterns["ratio"] is None
+    assert patterns["ci95"]["generated"][0] > 0
+    assert copies["kid_patterns"]["generated"] < 0.2 * noise["kid_patterns"]["generated"]
+    assert noise["frechet_distance"]["ci95"]["ratio"][0] > 1
+    per_seed = [noise["per_seed"][s]["c2st_accuracy"] for s in ("0", "1")]
+    assert noise["c2st_accuracy"]["generated"] == pytest.approx(np.mean(per_seed))
+    table = format_report(noise)
+    assert "C2ST accuracy" in table and "pattern KID" in table
+    assert f"{noise['kid_patterns']['generated']:.3f}" in table
+    json.dumps(noise, allow_nan=False)
 
 
 def test_classifier_cache_is_keyed_by_data(tmp_path: Path) -> None:

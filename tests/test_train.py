@@ -34,6 +34,12 @@ def data_dir(tmp_path):
     return folder
 
 
+def log_rows(out) -> list[dict[str, str]]:
+    """The rows of a run's loss.csv, with the file closed again."""
+    with open(out / "loss.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def args(data_dir, out, *extra):
     return ["--data", str(data_dir), "--out", str(out), "--channels", "8,16",
             "--batch-size", "16", "--warmup-steps", "2", *extra]  # fmt: skip
@@ -42,7 +48,7 @@ def args(data_dir, out, *extra):
 def test_run_folder_is_a_loadable_model(data_dir, tmp_path):
     out = tmp_path / "run"
     train.main(args(data_dir, out, "--epochs", "3", "--sample-every", "2"))
-    rows = list(csv.DictReader((out / "loss.csv").open()))
+    rows = log_rows(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert all(float(r["loss"]) > 0 and float(r["images_per_s"]) > 0 for r in rows)
     assert (out / "samples" / "epoch0002.png").exists()
@@ -66,7 +72,7 @@ def test_bf16_autocast_on_cpu_tracks_fp32(data_dir, tmp_path):
     for amp in ("off", "on"):
         out = tmp_path / amp
         train.main(args(data_dir, out, "--epochs", "2", "--sample-every", "9", "--amp", amp))
-        losses[amp] = [float(r["loss"]) for r in csv.DictReader((out / "loss.csv").open())]
+        losses[amp] = [float(r["loss"]) for r in log_rows(out)]
         assert json.loads((out / "config.json").read_text())["training"]["recipe"]["amp"] == amp
         weights[amp] = safetensors.torch.load_file(out / "model.safetensors")
         assert all(w.dtype == torch.float32 for w in weights[amp].values())
@@ -125,7 +131,7 @@ def test_sigkill_loses_at_most_one_epoch(data_dir, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(out / "checkpoint.pt")["epoch"] == state["epoch"] + 1
-    epochs = [int(r["epoch"]) for r in csv.DictReader((out / "loss.csv").open())]
+    epochs = [int(r["epoch"]) for r in log_rows(out)]
     assert epochs == list(range(1, state["epoch"] + 2))
 
 
@@ -177,7 +183,7 @@ def test_training_levers_reach_the_shipped_model(data_dir, tmp_path):
     pipe = SpritePipeline.from_pretrained(out)
     assert pipe.model.config.self_condition and pipe.model.config.prediction == "v"
     assert pipe.generate("x", n=2, steps=3, seed=0, palette="data").shape == (2, 8, 8, 3)
-    losses = [float(r["loss"]) for r in csv.DictReader((out / "loss.csv").open())]
+    losses = [float(r["loss"]) for r in log_rows(out)]
     assert all(np.isfinite(losses))
 
 
@@ -186,7 +192,7 @@ def test_min_snr_changes_the_loss(data_dir, tmp_path):
     for name, extra in {"plain": [], "min_snr": ["--min-snr", "1"]}.items():
         out = tmp_path / name
         train.main(args(data_dir, out, "--epochs", "1", "--sample-every", "9", *extra))
-        losses[name] = float(next(csv.DictReader((out / "loss.csv").open()))["loss"])
+        losses[name] = float(log_rows(out)[0]["loss"])
     # Min-SNR with gamma 1 weighs every step with SNR > 1 down: the eps loss can only shrink.
     assert losses["min_snr"] < losses["plain"]
 
@@ -205,3 +211,24 @@ def test_a_checkpoint_holding_an_object_is_refused(data_dir, tmp_path, monkeypat
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(Exception, match="Weights only load failed"):
         train.main(args(data_dir, out, "--epochs", "2", "--resume"))
+
+
+def test_torchrun_two_processes_match_one(data_dir, tmp_path):
+    # Two CPU processes (gloo), each training on its half of every batch, follow the same path
+    # as one process with the same global batch; only the first process writes the run folder.
+    common = args(data_dir, tmp_path / "one", "--epochs", "2", "--sample-every", "100")
+    train.main(common)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "diffusion.train", *args(data_dir, two, "--epochs", "2", "--sample-every", "100")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one_w = safetensors.torch.load_file(tmp_path / "one" / "model.safetensors")
+    two_w = safetensors.torch.load_file(two / "model.safetensors")
+    for name, weight in one_w.items():
+        torch.testing.assert_close(two_w[name], weight, atol=2e-5, rtol=1e-4)
+    # The logged losses are the whole batch's, as in one process.
+    for a, b in zip(log_rows(tmp_path / "one"), log_rows(two), strict=True):
+        assert abs(float(a["loss"]) - float(b["loss"])) < 1e-4
+    assert len(log_rows(two)) == 2  # one writer, not two

@@ -11,23 +11,41 @@ import pandas as pd
 
 from diffusion import SAMPLERS, SpritePipeline, render
 
-from .context import (
-    CONCURRENCY,
-    MAX_BATCH,
-    UNCONDITIONAL,
-    InputError,
-    Studio,
-    guarded,
-    session_of,
-    sheet,
-    whole,
-)
-from .generate import validate_request
+from .errors import InputError, guarded
+from .limits import CONCURRENCY, MAX_BATCH, SMALL_BATCH, UNCONDITIONAL
+from .run import Request, check_work, sheet, validate_request
+from .sessions import session_of
 from .shell import Shell
+from .studio import Studio, default_sampler
+from .widgets import scroll_into_view
 
-# Compare runs every (sampler, steps) pair; this caps the network calls one click may cost.
-COMPARE_BUDGET = 4000
 COMPARE_STEPS = (5, 10, 20, 50, 100, 250, 500, 1000)
+WARM_STEPS = 2  # an untimed run of each sampler before the timed ones
+# Ticked beside the model's own sampler: the classic ODE sampler and the best one at few steps.
+COMPARE_WITH = ("ddim", "dpmpp_2m")
+
+
+def ticked_samplers(pipe: SpritePipeline) -> list[str]:
+    """The samplers ticked at the start: the model's own, and COMPARE_WITH."""
+    return list(dict.fromkeys([default_sampler(pipe), *(s for s in COMPARE_WITH if s in SAMPLERS)]))
+
+
+def step_choices(pipe: SpritePipeline) -> list[int]:
+    """The step counts offered: COMPARE_STEPS that the model's schedule can walk."""
+    return [s for s in COMPARE_STEPS if s <= pipe.schedule.T]
+
+
+def summary(runs: Sequence[tuple[Request, float]]) -> str:
+    """What was compared, and how long each run took."""
+    first = runs[0][0]
+    what = first.context or "unconditional"
+    samplers = " and ".join(dict.fromkeys(r.sampler for r, _ in runs))
+    counts = " and ".join(str(s) for s in dict.fromkeys(r.steps for r, _ in runs))
+    times = ", ".join(f"{r.sampler} {r.steps} steps {seconds:.2f} s" for r, seconds in runs)
+    return (
+        f"{first.n} × {what}, seed {first.seed}, guidance {first.guidance:g}, through "
+        f"{samplers} at {counts} steps: {times}"
+    )
 
 
 class CompareTab:
@@ -58,29 +76,34 @@ class CompareTab:
                 raise InputError("Tick at least one sampler to compare.")
             if not steps:
                 raise InputError("Tick at least one step count to compare.")
-            counts = sorted({whole(s, "Each step count", 1, pipe.schedule.T) for s in steps})
-            for s in samplers:
-                if s not in pipe.samplers:
-                    raise InputError(
-                        f"Unknown sampler {s!r}. Choose from: {', '.join(pipe.samplers)}."
-                    )
-            cost = sum(
-                k * SAMPLERS[s].calls_per_step for s in dict.fromkeys(samplers) for k in counts
-            )
-            if cost > COMPARE_BUDGET:
-                raise InputError(
-                    f"That comparison needs {cost:.0f} network calls; the limit is "
-                    f"{COMPARE_BUDGET}. Tick fewer samplers or smaller step counts."
+            runs = {
+                (r.sampler, r.steps): r
+                for r in (
+                    validate_request(pipe, label, s, k, guidance, seed, n)
+                    for s in samplers
+                    for k in steps
                 )
-            reqs = [
-                validate_request(pipe, label, s, k, guidance, seed, n)
-                for s in dict.fromkeys(samplers)
-                for k in counts
-            ]
+            }
+            order = list(dict.fromkeys(sampler for sampler, _ in runs))
+            reqs = sorted(runs.values(), key=lambda r: (order.index(r.sampler), r.steps))
+            calls = sum(r.work for r in reqs) // reqs[0].n
+            check_work(
+                sum(r.work for r in reqs),
+                f"{calls:,} network calls × {reqs[0].n} sprites, over {len(reqs)} runs",
+                "Tick fewer samplers or smaller step counts.",
+                what="comparison",
+            )
             gallery: list[tuple[str, str]] = []
             rows: list[dict[str, Any]] = []
+            timed: list[tuple[Request, float]] = []
             with self.studio.store.run() as folder:
                 yield {"status": f"comparing {len(reqs)} runs…", "gallery": [], "table": None}
+                # Untimed runs first: the first calls pay for allocations and kernel choices,
+                # which made the first run look slowest. Two steps of each sampler, since a
+                # multistep sampler's second step takes another path than its first.
+                for sampler in dict.fromkeys(r.sampler for r in reqs):
+                    warm = {"sampler": sampler, "steps": min(WARM_STEPS, pipe.schedule.T)}
+                    pipe.generate(**{**reqs[0].stream_options(), **warm})
                 for r in reqs:
                     start = time.perf_counter()
                     for frame in pipe.stream(**r.stream_options()):
@@ -89,6 +112,7 @@ class CompareTab:
                             return
                         images = frame.x
                     seconds = time.perf_counter() - start
+                    timed.append((r, seconds))
                     path = render.save_png(sheet(images), folder / f"{r.sampler}-{r.steps}.png")
                     gallery.append((path, f"{r.sampler} · {r.steps} steps · {seconds:.2f} s"))
                     rows.append(
@@ -101,7 +125,9 @@ class CompareTab:
                     )
                     done = len(rows) == len(reqs)
                     yield {
-                        "status": "done" if done else f"{len(rows)} of {len(reqs)} runs done…",
+                        "status": f"done: {summary(timed)}"
+                        if done
+                        else f"{len(rows)} of {len(reqs)} runs done…",
                         "gallery": list(gallery),
                         "table": pd.DataFrame(rows),
                     }
@@ -118,27 +144,37 @@ class CompareTab:
                     [*pipe0.labels, UNCONDITIONAL], value=pipe0.labels[0], label="Label"
                 )
                 self.samplers = gr.CheckboxGroup(
-                    pipe0.samplers, value=["ddim", "dpmpp_2m", "heun"], label="Samplers"
+                    pipe0.samplers, value=ticked_samplers(pipe0), label="Samplers"
                 )
-                choices = [s for s in COMPARE_STEPS if s <= pipe0.schedule.T]
+                choices = step_choices(pipe0)
                 self.steps = gr.CheckboxGroup(choices, value=choices[1:3], label="Step counts")
                 self.guidance = gr.Number(
                     value=pipe0.defaults["guidance"], label="Guidance", precision=None
                 )
                 self.seed = gr.Number(value=0, precision=None, label="Seed")
-                self.n = gr.Slider(1, MAX_BATCH, value=4, step=1, label="Batch size")
+                self.n = gr.Slider(1, MAX_BATCH, value=SMALL_BATCH, step=1, label="Batch size")
                 with gr.Row():
                     self.run_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                     self.stop_btn = gr.Button("Stop", variant="stop")
             with gr.Column(scale=2):
-                self.status = gr.Markdown()
+                self.status = gr.Markdown(elem_id="compare-status")
+                # No label over the first picture, and every result in view without a scrollbar.
                 self.gallery = gr.Gallery(
-                    label="Results", columns=3, format="png", elem_classes="pixel", buttons=[]
+                    label="Results",
+                    show_label=False,
+                    height="auto",
+                    columns=3,
+                    format="png",
+                    elem_classes="pixel",
+                    elem_id="compare-gallery",
+                    buttons=[],
                 )
                 self.table = gr.Dataframe(label="Time taken", interactive=False)
         outputs = {"status": self.status, "gallery": self.gallery, "table": self.table}
         inputs = [shell.model, self.label, self.samplers, self.steps, self.guidance, self.seed]
-        self.run_btn.click(self.studio.click, api_visibility="private", queue=False).success(
+        private = {"api_visibility": "private", "queue": False}
+        self.run_btn.click(None, js=scroll_into_view("compare-status"), **private)
+        self.run_btn.click(self.studio.click, **private).success(
             shell.gpu(guarded(self.compare, outputs)),
             [*inputs, self.n],
             list(outputs.values()),
@@ -146,13 +182,13 @@ class CompareTab:
             concurrency_id="sampling",
             concurrency_limit=CONCURRENCY,
         )
-        self.stop_btn.click(self.studio.stop, api_visibility="private", queue=False)
+        self.stop_btn.click(self.studio.stop, **private)
 
     def on_model(self, pipe: SpritePipeline) -> dict:
-        choices = [s for s in COMPARE_STEPS if s <= pipe.schedule.T]
+        choices = step_choices(pipe)
         return {
             self.label: gr.update(choices=[*pipe.labels, UNCONDITIONAL], value=pipe.labels[0]),
-            self.samplers: gr.update(choices=pipe.samplers),
+            self.samplers: gr.update(choices=pipe.samplers, value=ticked_samplers(pipe)),
             self.steps: gr.update(choices=choices, value=choices[1:3]),
             self.guidance: pipe.defaults["guidance"],
         }

@@ -10,32 +10,72 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from diffusion import SpritePipeline, render
+from diffusion import SAMPLERS, SpritePipeline, render
+from diffusion.options import MAX_RESAMPLE, check_resample
 
-from .context import (
+from .errors import InputError, guarded, refused
+from .limits import (
     CONCURRENCY,
+    GIF_MS,
     IMAGE_HEIGHT,
     MAX_BATCH,
+    MIN_STRENGTH,
+    SMALL_BATCH,
     UNCONDITIONAL,
-    InputError,
-    Studio,
-    finite,
-    guarded,
-    session_of,
-    sprite_image,
-    whole,
+    UPLOAD_TYPES,
 )
-from .generate import run_on_page, validate_request
+from .run import (
+    OUTPUTS,
+    PROMPT_ALONE,
+    finite,
+    fit_sampler,
+    prompt_label,
+    run_on_page,
+    to_whole,
+    validate_request,
+)
+from .sessions import session_of
 from .shell import Shell
+from .studio import Studio, default_palette, default_sampler
+from .widgets import scroll_into_view, sprite_image
 
 CANVAS = 256  # px: the sprite enlarged on the canvas, so that a brush can pick out one pixel
 BRUSH = gr.Brush(default_size=12, colors=["#ff00ff"], color_mode="fixed")
+KEPT_OFF_PALETTE = "palette raw: snapping would change pixels you left alone"
 
 
 def canvas_value(sprite: np.ndarray) -> dict[str, Any]:
     """The editor's value for a sprite: enlarged nearest-neighbour, nothing painted yet."""
     scale = CANVAS // sprite.shape[0]
     return {"background": render.grid(sprite, scale), "layers": [], "composite": None}
+
+
+def repaint_palette(
+    pipe: SpritePipeline, sprite: np.ndarray, palette: render.Palette
+) -> render.Palette:
+    """The palette stage a repaint of ``sprite`` may take: a repaint keeps every pixel left
+    alone exactly, so only the training palette (which snaps pixel by pixel) and only when
+    the sprite is already in it; None (raw) otherwise."""
+    if palette != "data":  # a colour count looks at the whole sprite, kept pixels included
+        return None
+    snapped = render.apply_palette(sprite[None], palette, pipe.palette)[0]
+    return palette if np.array_equal(snapped, sprite) else None
+
+
+def parse_resample(value: Any) -> int:
+    """RePaint's tries per step, as ``diffusion.options.check_resample`` accepts them."""
+    number = to_whole(value)
+    try:
+        check_resample(number)
+    except ValueError:
+        raise refused("Resampling", f"a whole number from 1 to {MAX_RESAMPLE}", value) from None
+    return number
+
+
+def sampler_note(sampler: str, note: str = "") -> str:
+    """The sampler's description, then ``note`` (what picking it changed)."""
+    spec = SAMPLERS.get(sampler)
+    return " ".join(filter(None, [spec.description if spec else "", note]))
 
 
 class EditTab:
@@ -49,13 +89,14 @@ class EditTab:
     # -- handlers -----------------------------------------------------------------------------
 
     def read_canvas(
-        self, editor: dict[str, Any] | None, resolution: int
+        self, editor: dict[str, Any] | None, resolution: int, alpha: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The editor's value -> (sprite uint8 (r, r, 3), repaint mask bool (r, r) or None)."""
+        """The editor's value -> (sprite uint8 (r, r, 3), or 4 channels with ``alpha``, and the
+        repaint mask bool (r, r) or None)."""
         background = (editor or {}).get("background")
         if background is None:
             raise InputError("Start from a sprite: draw a new one, use your last one, or upload.")
-        sprite = render.to_sprite(Image.fromarray(np.asarray(background)), resolution)
+        sprite = render.to_sprite(Image.fromarray(np.asarray(background)), resolution, alpha)
         mask = np.zeros((resolution, resolution), bool)
         for layer in editor.get("layers") or []:
             layer = np.asarray(layer)
@@ -78,21 +119,27 @@ class EditTab:
         prompt: str | None = "",
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Stream a variation (no mask) or a repaint (where brushed) of the canvas sprite."""
+        """Stream a variation (no mask) or a repaint (where brushed) of the canvas sprite,
+        finished with the model's palette as Generate's sprites are."""
         session = session_of(request)
         with self.studio.sessions.job(session) as clicked:
             pipe = self.studio.pipe(model)
-            sprite, mask = self.read_canvas(editor, pipe.resolution)
-            req = validate_request(pipe, label, sampler, steps, guidance, seed, n, prompt=prompt)
-            edit: dict[str, Any] = {
-                "image": sprite,
-                "strength": finite(strength, "Strength", 0.01, 1.0),
-            }
+            sprite, mask = self.read_canvas(editor, pipe.resolution, pipe.rgba)
+            edit: dict[str, Any] = {"strength": finite(strength, "Strength", MIN_STRENGTH, 1.0)}
+            palette, notes = default_palette(pipe), ()
+            tries = 1
             if mask is not None:
-                edit["mask"] = mask
-                edit["resample"] = whole(resample, "Resampling", 1, 10)
-            req = dataclasses.replace(req, edit=edit)
-            yield from run_on_page(self.studio, pipe, req, False, 80, session, clicked)
+                tries = parse_resample(resample)
+                edit.update(mask=mask, resample=tries)
+                kept = repaint_palette(pipe, sprite, palette)
+                if kept != palette:
+                    palette, notes = kept, (KEPT_OFF_PALETTE,)
+            req = validate_request(
+                pipe, label, sampler, steps, guidance, seed, n,
+                palette=render.palette_name(palette), prompt=prompt, resample=tries,
+            )  # fmt: skip
+            req = dataclasses.replace(req, edit={"image": sprite, **edit}, notes=notes)
+            yield from run_on_page(self.studio, pipe, req, False, GIF_MS, session, clicked)
 
     def new_sprite(self, model: str | None, label: str | None) -> dict[str, Any]:
         sprite, info = self.studio.draw_sprite(model, label)
@@ -102,11 +149,35 @@ class EditTab:
         sprite = self.studio.last_sprite(sprites)
         return {"editor": canvas_value(sprite), "status": "your last generated sprite"}
 
+    def use_upload(self, model: str | None, path: str | None) -> dict[str, Any]:
+        """An uploaded file onto the canvas, saying how it was fitted; a file that is no
+        picture is refused and the canvas keeps its sprite."""
+        sprite, note = self.studio.upload(model, path)
+        return {"editor": canvas_value(sprite), "status": note}
+
+    def on_sampler(self, sampler: str, model: str | None, n: Any, resample: Any) -> dict:
+        """A sampler picked by hand brings the model's steps for it, and a batch they can run."""
+        if sampler not in SAMPLERS:
+            return {}
+        steps, batch, note = fit_sampler(self.studio.pipe(model), sampler, n, resample)
+        return {
+            self.steps: steps,
+            self.n: batch,
+            self.sampler: gr.update(info=sampler_note(sampler, note)),
+        }
+
+    def on_prompt(self, prompt: str, typed: str, label: str | None, model: str | None) -> dict:
+        """As on Generate: a prompt typed into an empty box replaces the starting label."""
+        switched = prompt_label(self.studio.pipe(model), prompt, typed, label)
+        update = gr.update(value=switched, info=PROMPT_ALONE) if switched else gr.update()
+        return {self.label: update, self.typed: prompt}
+
     # -- the layout ---------------------------------------------------------------------------
 
     def build(self, shell: Shell, tab: gr.Tab) -> None:
         pipe0 = shell.default_pipe
-        d0 = pipe0.defaults
+        sampler0 = default_sampler(pipe0)
+        steps0, n0, _ = fit_sampler(pipe0, sampler0, SMALL_BATCH)
         gr.Markdown(
             "Start from a sprite, then either press **Edit** for variations of it, or first "
             "brush over the part to repaint: the model redraws only there, and every pixel you "
@@ -117,14 +188,19 @@ class EditTab:
                 with gr.Row():
                     self.new_btn = gr.Button("🎲 New sprite", size="sm")
                     self.last_btn = gr.Button("My last sprite", size="sm")
-                gr.Markdown("**Your sprite** (upload one; brush the region to repaint)")
+                    # Uploads go through the app's checks (as on Forward), not the editor's own
+                    # drop zone, which empties the canvas for a file that is no picture.
+                    self.upload = gr.UploadButton(
+                        "Upload…", size="sm", file_types=UPLOAD_TYPES, elem_id="edit-upload"
+                    )
+                gr.Markdown("**Your sprite** (brush the region to repaint)")
                 self.editor = gr.ImageEditor(
                     value=None,
-                    label="Sprite (upload, or brush the region to repaint)",
+                    label="Sprite (brush the region to repaint)",
                     show_label=False,
                     type="numpy",
                     image_mode="RGBA",
-                    sources=["upload"],
+                    sources=None,
                     brush=BRUSH,
                     eraser=gr.Eraser(default_size=12),
                     transforms=(),
@@ -145,6 +221,7 @@ class EditTab:
                     visible=pipe0.supports_text,
                     elem_id="edit-prompt",
                 )
+                self.typed = gr.State("")  # the prompt before the last keystroke
                 self.strength = gr.Slider(
                     0.05,
                     1.0,
@@ -158,16 +235,21 @@ class EditTab:
                     self.run_btn = gr.Button("Edit", variant="primary", elem_id="edit")
                     self.stop_btn = gr.Button("Stop", variant="stop")
                 with gr.Accordion("Options", open=False):
-                    self.sampler = gr.Dropdown(pipe0.samplers, value=d0["sampler"], label="Sampler")
-                    self.steps = gr.Number(value=d0["steps"], label="Steps", precision=None)
+                    self.sampler = gr.Dropdown(
+                        pipe0.samplers,
+                        value=sampler0,
+                        label="Sampler",
+                        info=sampler_note(sampler0),
+                    )
+                    self.steps = gr.Number(value=steps0, label="Steps", precision=None)
                     self.guidance = gr.Number(
-                        value=d0["guidance"], label="Guidance", precision=None
+                        value=pipe0.defaults["guidance"], label="Guidance", precision=None
                     )
                     self.seed = gr.Number(value=0, label="Seed", precision=None)
-                    self.n = gr.Slider(1, MAX_BATCH, value=4, step=1, label="Batch size")
+                    self.n = gr.Slider(1, MAX_BATCH, value=n0, step=1, label="Batch size")
                     self.resample = gr.Slider(
                         1,
-                        10,
+                        MAX_RESAMPLE,
                         value=1,
                         step=1,
                         label="Resampling (repaint only)",
@@ -191,18 +273,13 @@ class EditTab:
 
     def wire(self, shell: Shell) -> None:
         studio = self.studio
-        outputs = {
-            "live": self.live,
-            "status": self.status,
-            "gif": self.gif,
-            "sheet": self.sheet,
-            "files": self.files,
-            "seed": self.seed,
-            "sprites": shell.sprites,
-        }
+        components = [self.live, self.status, self.gif, self.sheet, self.files, self.seed]
+        outputs = dict(zip(OUTPUTS, [*components, shell.sprites], strict=True))
         inputs = [self.editor, self.label, self.strength, self.sampler, self.steps]
         inputs += [self.guidance, self.seed, self.n, self.resample, shell.model, self.prompt]
-        self.run_btn.click(studio.click, api_visibility="private", queue=False).success(
+        private = {"api_visibility": "private", "queue": False}
+        self.run_btn.click(None, js=scroll_into_view("edit-status"), **private)
+        self.run_btn.click(studio.click, **private).success(
             shell.gpu(guarded(self.edit, outputs)),
             inputs,
             list(outputs.values()),
@@ -212,7 +289,7 @@ class EditTab:
             concurrency_limit=CONCURRENCY,
             show_progress="minimal",
         )
-        self.stop_btn.click(studio.stop, api_visibility="private", queue=False)
+        self.stop_btn.click(studio.stop, **private)
         source = {"editor": self.editor, "status": self.status}
         self.new_btn.click(
             shell.gpu(guarded(self.new_sprite, source)),
@@ -228,14 +305,39 @@ class EditTab:
             list(source.values()),
             api_visibility="private",
         )
+        self.upload.upload(
+            guarded(self.use_upload, source),
+            [shell.model, self.upload],
+            list(source.values()),
+            api_visibility="private",
+        )
+        self.sampler.input(
+            self.on_sampler,
+            [self.sampler, shell.model, self.n, self.resample],
+            [self.steps, self.n, self.sampler],
+            **private,
+        )
+        self.prompt.input(
+            self.on_prompt,
+            [self.prompt, self.typed, self.label, shell.model],
+            [self.label, self.typed],
+            **private,
+        )
 
     def on_model(self, pipe: SpritePipeline) -> dict:
-        d = pipe.defaults
+        sampler = default_sampler(pipe)
+        steps, n, note = fit_sampler(pipe, sampler, SMALL_BATCH)
         return {
-            self.label: gr.update(choices=[*pipe.labels, UNCONDITIONAL], value=pipe.labels[0]),
-            self.sampler: gr.update(choices=pipe.samplers, value=d["sampler"]),
-            self.steps: d["steps"],
-            self.guidance: d["guidance"],
+            self.label: gr.update(
+                choices=[*pipe.labels, UNCONDITIONAL], value=pipe.labels[0], info=""
+            ),
+            self.sampler: gr.update(
+                choices=pipe.samplers, value=sampler, info=sampler_note(sampler, note)
+            ),
+            self.steps: steps,
+            self.n: n,
+            self.guidance: pipe.defaults["guidance"],
             self.editor: None,  # a sprite from another model may have another size
             self.prompt: gr.update(visible=pipe.supports_text, value=""),
+            self.typed: "",
         }

@@ -11,19 +11,12 @@ import pandas as pd
 from diffusion import SCHEDULES, SpritePipeline, render, schedule_curves
 from diffusion.schedules import noised_sprites
 
-from .context import (
-    CONCURRENCY,
-    InputError,
-    Studio,
-    finite,
-    guarded,
-    load_upload,
-    sprite_image,
-)
+from .errors import guarded
+from .limits import CONCURRENCY, SHOW_PX, UPLOAD_TYPES
+from .run import finite
 from .shell import Shell
-
-UPLOAD_TYPES = [".png", ".gif", ".jpg", ".jpeg", ".webp", ".bmp"]
-SHOW_PX = 192  # each noised sprite is enlarged to about this size
+from .studio import Studio
+from .widgets import sprite_image
 
 
 def start_t(T: int) -> int:
@@ -74,12 +67,13 @@ class ForwardTab:
             return {**out, "table": "Draw a sprite or upload one first."}
         scale = max(1, SHOW_PX // max(sprite.shape[:2]))
         lines = [f"**t = {t:.0f}** of {T}", "", "| schedule | ᾱ(t) | SNR |", "|---|---|---|"]
-        for kind, (xt, abar, snr) in noised_sprites(sprite, t, T).items():
+        # An RGBA sprite's colours as the network sees them: on white (render.model_pixels).
+        for kind, (xt, abar, snr) in noised_sprites(render.composite(sprite), t, T).items():
             out[kind] = render.grid(xt, scale)
             lines.append(
                 f"| {kind} | {abar:.4f} | {'∞' if snr == float('inf') else f'{snr:.3g}'} |"
             )
-        out["clean"] = render.grid(sprite, scale)
+        out["clean"] = render.checkerboard(render.grid(sprite, scale))
         out["table"] = "\n".join(lines)
         return out
 
@@ -88,15 +82,11 @@ class ForwardTab:
         return {"source": sprite, "info": info}
 
     def use_upload(self, model: str | None, path: str | None) -> dict[str, Any]:
-        pipe = self.studio.pipe(model)
-        if not path:
-            raise InputError("Choose an image file to upload.")
-        sprite = load_upload(path, pipe.resolution)
-        return {
-            "source": sprite,
-            "info": f"your upload, resized to {pipe.resolution}×{pipe.resolution}",
-            "upload": None,  # empty the drop zone again, ready for the next file
-        }
+        """An uploaded file as the sprite, saying how it was fitted; a file that is no picture
+        is refused and the sprite stays."""
+        sprite, note = self.studio.upload(model, path)
+        # The drop zone empties again, ready for the next file.
+        return {"source": sprite, "info": note, "upload": None}
 
     def use_last(self, sprites: np.ndarray | None) -> dict[str, Any]:
         sprite = self.studio.last_sprite(sprites)

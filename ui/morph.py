@@ -9,27 +9,41 @@ import gradio as gr
 
 from diffusion import SAMPLERS, SpritePipeline, render
 
-from .context import (
+from .errors import InputError, as_sentence, guarded
+from .limits import (
     CONCURRENCY,
     IMAGE_HEIGHT,
-    MAX_WORK,
+    MAX_FRAMES,
+    MORPH_FRAME_MS,
+    MORPH_FRAMES,
+    STRIP_SCALE,
     UNCONDITIONAL,
-    InputError,
-    Studio,
-    check_seed,
-    finite,
-    guarded,
-    session_of,
+)
+from .run import (
+    check_prompt,
+    check_work,
+    parse_label,
+    parse_seed,
+    sampling_options,
     sheet,
-    sprite_image,
     whole,
 )
-from .generate import check_prompt
+from .sessions import session_of
 from .shell import Shell
+from .studio import Studio, default_sampler, default_steps
+from .widgets import scroll_into_view, sprite_image
 
-MAX_FRAMES = 48
-# Samplers whose result depends on the start noise only, as a smooth morph needs.
-DETERMINISTIC = [name for name in SAMPLERS if name not in ("ddpm", "euler_ancestral")]
+
+def deterministic_samplers() -> list[str]:
+    """Samplers that can run without fresh noise (eta 0), as a smooth morph needs: its frames
+    differ only by their start noise and label weights."""
+    return [name for name, spec in SAMPLERS.items() if not spec.draws_noise(0.0)]
+
+
+def morph_sampler(pipe: SpritePipeline) -> str:
+    """The model's own sampler when a morph can use it, else the first one that can."""
+    sampler = default_sampler(pipe)
+    return sampler if sampler in deterministic_samplers() else deterministic_samplers()[0]
 
 
 class MorphTab:
@@ -57,29 +71,24 @@ class MorphTab:
         """The morph's frames as a looping GIF (there and back) and a PNG strip."""
         with self.studio.sessions.job(session_of(request)):
             pipe = self.studio.pipe(model)
-            ends = []
-            for label, seed in ((label_a, seed_a), (label_b, seed_b)):
-                if label not in (*pipe.labels, UNCONDITIONAL, None, ""):
-                    raise InputError(
-                        f"Unknown label {label!r}. Choose one of: {', '.join(pipe.labels)}."
-                    )
-                ends.append(
-                    (None if label in (UNCONDITIONAL, None, "") else label, check_seed(seed))
-                )
-            if sampler not in DETERMINISTIC:
-                raise InputError(
-                    f"A morph needs a deterministic sampler: one of {', '.join(DETERMINISTIC)}."
-                )
+            ends = [
+                (parse_label(pipe, label_a), parse_seed(seed_a, "From seed")),
+                (parse_label(pipe, label_b), parse_seed(seed_b, "To seed")),
+            ]
             count = whole(frames, "Frames", 2, MAX_FRAMES)
-            steps = whole(steps, f"Steps for {sampler}", 1, pipe.schedule.T)
-            guidance = finite(guidance, "Guidance", 0.0, 10.0)
             prompt = check_prompt(pipe, prompt)
-            work = count * steps * SAMPLERS[sampler].calls_per_step
-            if work > MAX_WORK:
+            options = sampling_options(pipe, count, sampler, steps, guidance, prompt=prompt)
+            if options.sampler not in deterministic_samplers():
                 raise InputError(
-                    f"That morph needs {work:,.0f} sprite-steps (frames × steps); the limit is "
-                    f"{MAX_WORK:,}. Use fewer frames or steps."
+                    "A morph needs a deterministic sampler (one that can run without fresh "
+                    f"noise): one of {', '.join(deterministic_samplers())}."
                 )
+            check_work(
+                options.work(count),
+                f"{options.calls():,} network calls × {count} frames",
+                "Use fewer frames or steps.",
+                what="morph",
+            )
             what = f"{ends[0][0] or 'unconditional'} (seed {ends[0][1]}) → "
             what += f"{ends[1][0] or 'unconditional'} (seed {ends[1][1]})"
             if prompt:
@@ -87,27 +96,36 @@ class MorphTab:
             yield {"status": f"morphing {what} in {count} frames…"}
             try:
                 images = pipe.interpolate(
-                    ends[0], ends[1], frames=count, sampler=sampler, steps=steps,
-                    guidance=guidance, prompt=prompt,
+                    ends[0], ends[1], frames=count, sampler=options.sampler, steps=options.steps,
+                    guidance=options.guidance, prompt=prompt,
                 )  # fmt: skip
-            except ValueError as err:
-                raise InputError(str(err)) from None
+            except ValueError as err:  # a check the options missed: the package's words
+                raise InputError(as_sentence(err)) from None
             with self.studio.store.run() as folder:
                 loop = [sheet(f) for f in images] + [sheet(f) for f in images[-2:0:-1]]
-                gif = render.save_gif(loop, folder / "morph.gif", frame_ms=90, hold_ms=90)
+                gif = render.save_gif(
+                    loop, folder / "morph.gif", frame_ms=MORPH_FRAME_MS, hold_ms=MORPH_FRAME_MS
+                )
                 strip = render.save_png(
-                    render.grid(images, scale=4, cols=count), folder / "morph-strip.png"
+                    render.grid(images, scale=STRIP_SCALE, cols=count), folder / "morph-strip.png"
                 )
                 yield {
-                    "status": f"done: {what}, {count} frames · {sampler} · {steps} steps",
+                    "status": f"done: {what}, {count} frames · {options.sampler} · "
+                    f"{options.steps} steps",
                     "gif": gif,
                     "strip": strip,
                     "files": [gif, strip],
                 }
 
+    def on_sampler(self, sampler: str, model: str | None) -> dict:
+        """A sampler picked by hand brings the model's steps for it."""
+        if sampler not in SAMPLERS:
+            return {}
+        return {self.steps: default_steps(self.studio.pipe(model), sampler)}
+
     def build(self, shell: Shell, tab: gr.Tab) -> None:
         pipe0 = shell.default_pipe
-        d0 = pipe0.defaults
+        sampler0 = morph_sampler(pipe0)
         labels = [*pipe0.labels, UNCONDITIONAL]
         gr.Markdown(
             "Two sprites, each a label and a seed; the frames in between blend their start "
@@ -130,13 +148,16 @@ class MorphTab:
                     visible=pipe0.supports_text,
                     elem_id="morph-prompt",
                 )
-                self.frames = gr.Slider(2, MAX_FRAMES, value=16, step=1, label="Frames")
-                sampler0 = d0["sampler"] if d0["sampler"] in DETERMINISTIC else "ddim"
+                self.frames = gr.Slider(2, MAX_FRAMES, value=MORPH_FRAMES, step=1, label="Frames")
                 with gr.Accordion("Options", open=False):
-                    self.sampler = gr.Dropdown(DETERMINISTIC, value=sampler0, label="Sampler")
-                    self.steps = gr.Number(value=d0["steps"], label="Steps", precision=None)
+                    self.sampler = gr.Dropdown(
+                        deterministic_samplers(), value=sampler0, label="Sampler"
+                    )
+                    self.steps = gr.Number(
+                        value=default_steps(pipe0, sampler0), label="Steps", precision=None
+                    )
                     self.guidance = gr.Number(
-                        value=d0["guidance"], label="Guidance", precision=None
+                        value=pipe0.defaults["guidance"], label="Guidance", precision=None
                     )
                 self.run_btn = gr.Button("Morph", variant="primary", elem_id="morph")
             with gr.Column(scale=2):
@@ -149,7 +170,9 @@ class MorphTab:
         outputs = {"status": self.status, "gif": self.gif, "strip": self.strip, "files": self.files}
         inputs = [self.label_a, self.seed_a, self.label_b, self.seed_b, self.frames]
         inputs += [self.sampler, self.steps, self.guidance, shell.model, self.prompt]
-        self.run_btn.click(self.studio.click, api_visibility="private", queue=False).success(
+        private = {"api_visibility": "private", "queue": False}
+        self.run_btn.click(None, js=scroll_into_view("morph-status"), **private)
+        self.run_btn.click(self.studio.click, **private).success(
             shell.gpu(guarded(self.morph, outputs)),
             inputs,
             list(outputs.values()),
@@ -157,13 +180,16 @@ class MorphTab:
             concurrency_id="sampling",
             concurrency_limit=CONCURRENCY,
         )
+        self.sampler.input(self.on_sampler, [self.sampler, shell.model], [self.steps], **private)
 
     def on_model(self, pipe: SpritePipeline) -> dict:
         labels = [*pipe.labels, UNCONDITIONAL]
+        sampler = morph_sampler(pipe)
         return {
             self.label_a: gr.update(choices=labels, value=pipe.labels[0]),
             self.label_b: gr.update(choices=labels, value=pipe.labels[1 % len(pipe.labels)]),
-            self.steps: pipe.defaults["steps"],
+            self.sampler: sampler,
+            self.steps: default_steps(pipe, sampler),
             self.guidance: pipe.defaults["guidance"],
             self.prompt: gr.update(visible=pipe.supports_text, value=""),
         }

@@ -1,0 +1,198 @@
+"""The evaluation's plain-text tables and its command line (``python -m diffusion.evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from diffusion import SpritePipeline, render
+from diffusion.data import load_dataset
+from diffusion.evaluate.classifier import DEFAULT_CACHE
+from diffusion.evaluate.driver import evaluate_palettes, evaluate_text
+
+DESCRIPTION = "Measure a trained sprite model against its data (see diffusion.evaluate)."
+# The rows of the table with intervals: (name, report key).
+UNCERTAIN_ROWS = (
+    ("Frechet distance", "frechet_distance"),
+    ("KID", "kid"),
+    ("pattern Frechet distance", "frechet_distance_patterns"),
+    ("pattern KID", "kid_patterns"),
+    ("C2ST accuracy", "c2st_accuracy"),
+    ("C2ST AUC", "c2st_auc"),
+)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of an :func:`evaluate` report."""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    def row(name: str, *values: float | None) -> str:
+        return f"{name:<28}" + "".join(f"{num(v):>11}" for v in values)
+
+    def uncertain_row(name: str, metric: str) -> str:
+        block = report[metric]
+        cells = []
+        for fig in ("generated", "real_floor", "ratio"):
+            interval = block["ci95"].get(fig) if fig in block else None
+            text = "" if fig not in block else num(block[fig])
+            if interval is not None:
+                text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+            cells.append(f"{text:>22}")
+        return f"{name:<28}" + "".join(cells)
+
+    acc, fd, copies = report["label_accuracy"], report["frechet_distance"], report["near_copy_rate"]
+    c2st = report["c2st_accuracy"]
+    crisp = report["crispness"]
+    guidance = "default" if report["guidance"] is None else report["guidance"]
+    res = report["resolution"]
+    seeds = report["seed"]
+    seed_text = f"seed {seeds}" if isinstance(seeds, int) else f"mean of seeds {seeds}"
+    lines = [
+        f"data {report['data']} ({res}x{res}, {len(report['labels'])} labels)",
+        (
+            f"sampler {report['sampler']}, {report['steps']} steps, guidance {guidance}, "
+            f"palette {report.get('palette', 'raw')}, {seed_text}, "
+            f"{report['n_per_label']} per label"
+        ),
+        "",
+        f"{'metric':<28}{'generated':>11}{'real':>11}{'ratio':>11}",
+        row("label accuracy", acc["generated"], acc["real_heldout"], acc["ratio"]),
+        row("Frechet distance", fd["generated"], fd["real_floor"], fd["ratio"]),
+        row("near-copy rate", copies["generated"], copies["real_heldout"]),
+        *(
+            row(name, c["generated"], c["real_heldout"], c["ratio"])
+            for name, c in (
+                ("colours per sprite", crisp["colours_per_sprite"]),
+                ("flat neighbour pairs", crisp["flat_pairs"]),
+                ("distance to palette", crisp["palette_distance"]),
+            )
+        ),
+        "",
+        "with 95% intervals (lower is better; the floor is real training against held-out sprites)",
+        f"{'metric':<28}{'generated':>22}{'real floor':>22}{'ratio':>22}",
+        *(uncertain_row(name, metric) for name, metric in UNCERTAIN_ROWS),
+        (
+            f"(C2ST: {c2st['folds']:.0f}-fold held-out figures of a critic telling "
+            f"{c2st['per_side']:.0f} sprites from as many held-out ones, chance 0.5; "
+            "patterns: 3x3 pixel-pattern histograms)"
+        ),
+        "",
+        f"{'label':<28}{'acc gen':>11}{'acc real':>11}{'copy gen':>11}{'copy real':>11}",
+    ]
+    for name, r in report["per_label"].items():
+        values = (r["accuracy_generated"], r["accuracy_real"])
+        values += (r["near_copy_generated"], r["near_copy_real"])
+        lines.append(row(name, *values))
+    lines.append(
+        f"(chance accuracy {num(acc['chance'])}; real accuracy is on the held-out split; "
+        "the Frechet floor compares training with held-out sprites)"
+    )
+    if len(report.get("per_seed", {})) > 1:
+        keys = ("frechet_ratio", "colours_ratio", "flat_pairs_ratio", "frechet_patterns_ratio")
+        keys += ("kid_patterns", "c2st_accuracy", "c2st_auc")
+        lines.append(
+            "per seed: Frechet ratio / colours ratio / flat-pairs ratio / pattern Frechet ratio"
+            " / pattern KID / C2ST accuracy / C2ST AUC"
+        )
+        for seed, figures in report["per_seed"].items():
+            lines.append(f"  {seed}: " + " / ".join(num(figures[k]) for k in keys))
+    return "\n".join(lines)
+
+
+def format_text_report(report: dict[str, Any]) -> str:
+    k = report["candidates"]
+    lines = [
+        f"text: {report['prompts']} held-out names as prompts, SpriteCLIP score and own prompt "
+        f"nearest of {k} (chance {report['chance']:.2f})",
+        f"{'':12} {'clip score':>10} {'own of ' + str(k):>10}",
+    ]
+    for side in ("real", "generated", "label_only"):
+        r = report[side]
+        lines.append(f"{side:12} {r['clip_score']:10.3f} {r[f'own_of_{k}']:10.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m diffusion.evaluate MODEL --data DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m diffusion.evaluate", description=DESCRIPTION)
+    parser.add_argument("model", help="model folder or Hugging Face Hub id")
+    parser.add_argument("--data", required=True, help="dataset folder or hf://datasets/OWNER/NAME")
+    parser.add_argument("--n", type=int, default=100, help="generated sprites per label")
+    parser.add_argument("--sampler", default="dpmpp_2m")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="evaluation seeds, comma-separated; figures are means"
+    )
+    parser.add_argument("--seed", type=int, help="a single evaluation seed (replaces --seeds)")
+    parser.add_argument(
+        "--palette",
+        default="raw",
+        help="palette stages to measure on the same samples, comma-separated: raw, data or a "
+        "colour count (e.g. 'raw,data'); the JSON holds the first, and 'variants' all of them",
+    )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="also score prompts (a text model): SpriteCLIP agreement on held-out names",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="the network's precision (default: the model's sampling.precision)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
+    parser.add_argument(
+        "--cache", type=Path, help=f"classifier cache folder (default {DEFAULT_CACHE})"
+    )
+    args = parser.parse_args(argv)
+    try:
+        seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
+        palettes = [render.parse_palette(p) for p in args.palette.split(",")]
+    except ValueError as err:
+        parser.error(f"--seeds and --palette: {err}")
+
+    pipe = SpritePipeline.from_pretrained(args.model)
+    if args.precision:
+        pipe.defaults["precision"] = args.precision
+    if args.sampler not in pipe.samplers:
+        parser.error(f"unknown sampler {args.sampler!r}; choose from {list(pipe.samplers)}")
+    reports = evaluate_palettes(
+        pipe,
+        load_dataset(args.data),
+        palettes,
+        n_per_label=args.n,
+        sampler=args.sampler,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=seeds,
+        cache_dir=args.cache,
+    )
+    print(f"model {args.model}")
+    for report in reports.values():
+        report["model"] = args.model
+        print(format_report(report) + "\n")
+    if args.text:
+        text = evaluate_text(
+            pipe,
+            load_dataset(args.data),
+            seed=seeds[0],
+            palette=palettes[0],
+            sampler=args.sampler,
+            steps=args.steps,
+            **({"guidance": args.guidance} if args.guidance is not None else {}),
+        )
+        print(format_text_report(text))
+        for report in reports.values():
+            report["text"] = text
+    if args.json is not None:
+        first = next(iter(reports.values()))
+        if len(reports) > 1:
+            first = {**first, "variants": reports}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(first, indent=2) + "\n")
+    return 0

@@ -1,0 +1,78 @@
+"""The app with a model of transparency: clear downloads, a checkerboard on the page, a chosen
+background colour, and uploads that keep their alpha."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
+from ui.edit import EditTab
+from ui.errors import InputError
+from ui.generate import GenerateTab
+from ui.storage import OutputStore
+from ui.studio import Studio
+
+LABELS = ["hero", "creature"]
+
+
+@pytest.fixture(scope="module")
+def rgba_pipe() -> SpritePipeline:
+    torch.manual_seed(0)
+    config = UnetConfig(num_labels=2, channels=(8, 16), emb_dim=16, groups=4, T=50, in_channels=4)
+    model = ContextUnet(config)
+    torch.nn.init.normal_(model.out[-1].weight, std=0.2)
+    with torch.no_grad():  # a clear left half, whatever the rest draws
+        model.out[-1].bias[3] = 0.0
+    pipe = SpritePipeline(model, Schedule.linear(50), LABELS, device="cpu")
+    pipe.palette = np.array([[20, 12, 28], [211, 69, 73], [109, 170, 44]], np.uint8)
+    return pipe
+
+
+@pytest.fixture
+def studio(rgba_pipe: SpritePipeline, tmp_path: Path) -> Studio:
+    return Studio({"rgba": rgba_pipe}, OutputStore(tmp_path / "out", keep=4))
+
+
+def generate(studio: Studio, **kwargs) -> dict:
+    args = {"label": "hero", "sampler": "ddim", "steps": 6, "guidance": 2.0, "seed": 0, "n": 4}
+    return list(GenerateTab(studio).generate(**{**args, **kwargs}))[-1]
+
+
+def test_downloads_are_transparent_and_the_page_shows_a_checkerboard(studio):
+    out = generate(studio)
+    sprites = out["sprites"]
+    assert sprites.shape == (4, 16, 16, 4) and (sprites[..., 3] == 0).any()
+    with Image.open(out["sheet"]) as png:
+        assert png.mode == "RGBA" and (np.asarray(png)[..., 3] == 0).any()
+    with Image.open(out["gif"]) as gif:
+        assert "transparency" in gif.info
+    with Image.open(out["live"]) as page:  # clear pixels over grey squares, never black
+        shown = np.asarray(page.convert("RGB"))
+    clear = np.asarray(Image.open(out["sheet"]))[..., 3] == 0
+    assert {tuple(c) for c in np.unique(shown[clear], axis=0)} <= {(0xEE,) * 3, (0xC8,) * 3}
+
+
+def test_a_background_colour_gives_rgb_sprites_on_it(studio):
+    clear = generate(studio)["sprites"][..., 3] == 0
+    out = generate(studio, background="#ff0000")
+    assert out["sprites"].shape[-1] == 3
+    assert (out["sprites"][clear] == (255, 0, 0)).all()
+    with pytest.raises(InputError, match="Background"):
+        generate(studio, background="#12345")
+
+
+def test_an_upload_keeps_its_alpha(studio, tmp_path):
+    picture = np.zeros((16, 16, 4), np.uint8)
+    picture[4:12, 4:12] = (200, 30, 30, 255)
+    Image.fromarray(picture).save(tmp_path / "up.png")
+    sprite, _ = studio.upload("rgba", str(tmp_path / "up.png"))
+    np.testing.assert_array_equal(sprite, picture)
+    value = EditTab(studio).use_upload("rgba", str(tmp_path / "up.png"))["editor"]
+    read, mask = EditTab(studio).read_canvas(value, 16, alpha=True)
+    np.testing.assert_array_equal(read, picture)
+    assert mask is None

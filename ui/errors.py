@@ -1,0 +1,126 @@
+"""How a failure reaches a person: one message in the status line, never a bare "Error".
+
+The messages share one wording: "<What> must be <what is allowed> (got <value>).", or "<What> is
+empty: enter <what is allowed>." for an empty box, each a sentence with a capital and a full stop.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gradio as gr
+
+from .limits import MAX_TEXT
+from .sessions import is_api_call
+
+log = logging.getLogger("sprite_studio")
+
+
+class InputError(gr.Error):
+    """A bad input: shown to the user, kept out of the server log (it is no fault of the server)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_exception=False)
+
+
+def shorten(value: Any) -> str:
+    """``repr(value)``, cut to MAX_TEXT characters so a huge input is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"… ({len(text):,} characters)"
+
+
+def is_empty(value: Any) -> bool:
+    """Whether a box was left empty (a cleared number box sends None, a text box "")."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def refused(name: str, allowed: str, value: Any) -> InputError:
+    """The error for ``value`` in the box called ``name``, which takes ``allowed``
+    (e.g. "a whole number from 1 to 100")."""
+    if is_empty(value):
+        return InputError(f"{name} is empty: enter {allowed}.")
+    return InputError(f"{name} must be {allowed} (got {shorten(value)}).")
+
+
+def as_sentence(err: ValueError) -> str:
+    """A message of the ``diffusion`` package ("eta must be ..., got 1.5") in the app's wording:
+    capitalised, the value in brackets, a full stop."""
+    head, sep, got = str(err).rpartition(", got ")
+    text = f"{head} (got {got})" if sep else str(err)
+    return text[:1].upper() + text[1:].rstrip(".") + "."
+
+
+def article(word: str) -> str:
+    """The article spoken before ``word``: "an item", "a hero"."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def unexpected_message(err: BaseException) -> str:
+    return (
+        f"Something went wrong on the server ({type(err).__name__}). Nothing was changed; "
+        "try again, or with fewer steps or a smaller batch. The server log has the details."
+    )
+
+
+def guarded(
+    fn: Callable,
+    outputs: dict[str, gr.components.Component],
+    status: str | None = "status",
+    on_error: dict[str, Any] | None = None,
+) -> Callable:
+    """Wire a handler that yields or returns ``{output name: value}`` to Gradio components.
+
+    Every exception ends as a message: an InputError as it is, anything else as "something went
+    wrong" with the traceback in the server log. On the page the message goes to the ``status``
+    output (and a toast), other outputs stay as they were (or take ``on_error``), so no output
+    is stamped "Error"; an API client gets it as a gr.Error. Returns a function whose outputs
+    are ``list(outputs.values())``.
+    """
+    on_error = on_error or {}
+
+    def to_components(values: dict[str, Any]) -> dict:
+        unknown = set(values) - set(outputs)
+        if unknown:
+            raise KeyError(f"{fn.__name__} returned unknown outputs {sorted(unknown)}")
+        return {outputs[name]: value for name, value in values.items()}
+
+    def failure(err: BaseException, request: gr.Request | None) -> dict:
+        if isinstance(err, InputError):
+            log.info("%s refused: %s", fn.__name__, err.message)
+            message = err.message
+        else:
+            log.exception("%s failed", fn.__name__)
+            message = unexpected_message(err)
+        if is_api_call(request) or status is None:
+            raise InputError(message) from None
+        gr.Warning(message)
+        return to_components({status: f"⚠️ {message}", **on_error})
+
+    def request_of(args: tuple, kwargs: dict) -> gr.Request | None:
+        found = kwargs.get("request")
+        return found or next((a for a in args if isinstance(a, gr.Request)), None)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Iterator[dict]:
+            try:
+                for values in fn(*args, **kwargs):
+                    yield to_components(values)
+            except Exception as err:
+                yield failure(err, request_of(args, kwargs))
+
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> dict:
+        try:
+            return to_components(fn(*args, **kwargs))
+        except Exception as err:
+            return failure(err, request_of(args, kwargs))
+
+    return call
