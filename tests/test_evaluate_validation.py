@@ -1,11 +1,11 @@
 """Validation of the evaluator on the real data and the shipped model: its figures must rank
 settings whose quality is known.
 
-* real sprites beat ``weights/sprites16`` on the headline figures (C2ST accuracy, pattern
+* real sprites beat ``weights/sprites16`` on the headline figures (C2ST accuracy and AUC, pattern
   Frechet distance and KID): the generated figures exceed the real-vs-real floors;
 * ``euler_ancestral``, 30 steps (figures with outlines) beats ``heun``, 5 steps (muddy clusters
   with stray pixels), both with the palette stage "data", on the pattern figures with 95%
-  confidence (:func:`diffusion.evaluate.compare`).
+  confidence (:func:`diffusion.evaluate.compare`), and the critic ranks them the same way.
 
 The tests need the shared dataset and skip without it. The first evaluation also trains the
 evaluator's classifier when its cache is cold (about a minute). The sampler comparison needs
@@ -63,10 +63,10 @@ def above_floor(report: dict[str, Any], metric: str) -> float:
 
 @needs_data
 def test_real_sprites_beat_the_shipped_model() -> None:
-    # heun 5 is the cheapest sampler; 24 per label (about 140 a side) decides it.
-    report = measure(MODEL, 24, [0], **BAD)
+    # heun 5 is the cheapest sampler; 48 per label (288 sprites) decides it at 95%.
+    report = measure(MODEL, 48, [0], **BAD)
     for metric in HEADLINE:
-        assert above_floor(report, metric) > 3, (metric, report[metric])
+        assert above_floor(report, metric) > 1.96, (metric, report[metric])
     c2st = report["c2st_accuracy"]
     assert abs(c2st["real_floor"] - 0.5) < 0.1  # real against real: about chance
     assert c2st["generated"] > 0.65
@@ -79,7 +79,9 @@ def test_outlines_beat_muddy_clusters() -> None:
     bad = measure(MODEL, 64, [0, 1], **BAD)
     for metric in ("frechet_distance_patterns", "kid_patterns"):
         assert compare(good, bad, metric)["better"] == "a", compare(good, bad, metric)
-    assert good["c2st_accuracy"]["generated"] < bad["c2st_accuracy"]["generated"]
+    # The critic ranks them alike but not beyond its noise at this size (AUC z about -1.8).
+    for metric in ("c2st_accuracy", "c2st_auc"):
+        assert good[metric]["generated"] < bad[metric]["generated"], metric
 
 
 def main() -> None:

@@ -51,8 +51,8 @@ from diffusion.evaluate.metrics import (
     two_sample_test,
 )
 
-# The figures that carry an uncertainty, each a distance from the real held-out sprites or a
-# critic's accuracy: lower is better for all of them.
+# The figures that carry an uncertainty, each a distance from the real held-out sprites or how
+# well a critic tells generated sprites from them: lower is better for all of them.
 UNCERTAIN = (
     "frechet_distance",
     "kid",
@@ -67,17 +67,18 @@ _CRITIC = UNCERTAIN[4:]
 
 @dataclass
 class _Side:
-    """Sprites measured against the held-out ones, in one feature space: their features and
-    KID's kernel among them and with every held-out sprite."""
+    """Sprites measured against the held-out ones, in one feature space: their features, their
+    labels and KID's kernel among them and with every held-out sprite."""
 
     feats: np.ndarray
+    labels: np.ndarray
     kernel: np.ndarray
     kernel_held: np.ndarray
 
     @classmethod
-    def of(cls, feats: np.ndarray, held_feats: np.ndarray) -> _Side:
+    def of(cls, feats: np.ndarray, labels: np.ndarray, held_feats: np.ndarray) -> _Side:
         kernel_held = polynomial_kernel(feats, held_feats)
-        return cls(feats, polynomial_kernel(feats, feats), kernel_held)
+        return cls(feats, labels, polynomial_kernel(feats, feats), kernel_held)
 
 
 @dataclass
@@ -85,13 +86,21 @@ class _Space:
     """One feature space (classifier penultimate or pixel patterns) of the real sprites."""
 
     held: np.ndarray  # every held-out sprite
+    held_labels: np.ndarray
     k_held: np.ndarray  # KID's kernel among them
     train: _Side  # the distinct training sprites of the seed's training reference
 
     @classmethod
-    def of(cls, held_feats: np.ndarray, train_feats: np.ndarray) -> _Space:
+    def of(
+        cls,
+        held: SpriteDataset,
+        held_feats: np.ndarray,
+        train_feats: np.ndarray,
+        train_labels: np.ndarray,
+    ) -> _Space:
         held_kernel = polynomial_kernel(held_feats, held_feats)
-        return cls(held_feats, held_kernel, _Side.of(train_feats, held_feats))
+        train = _Side.of(train_feats, train_labels, held_feats)
+        return cls(held_feats, held.labels, held_kernel, train)
 
 
 @dataclass
@@ -198,8 +207,8 @@ def evaluate_palettes(
     the standard error comes from a bootstrap over sprites: each seed's generated and reference
     sets are resampled within labels (:data:`~diffusion.evaluate.metrics.BOOTSTRAP_RESAMPLES`
     times), the distances recomputed, and the spread of the replicates' mean over seeds is the
-    standard error of the reported mean. For the critic's accuracy, every fold of every seed is
-    one measurement.
+    standard error of the reported mean. For the critic's accuracy and AUC, every fold of every
+    seed is one measurement.
     """
     if list(pipe.labels) != data.label_names:
         raise ValueError(
@@ -354,6 +363,9 @@ def _distances(
             side.kernel_held,
             rows,
             held_rows,
+            # Both samples are drawn n per label: KID must weigh pairs of labels as such.
+            strata_x=side.labels,
+            strata_y=space.held_labels,
             subsets=KID_SUBSETS,
             subset_size=KID_SUBSET_SIZE,
             rng=rng,
@@ -388,11 +400,14 @@ def _real_side(
     train_distinct, train_pos = np.unique(train_idx, return_inverse=True)
     held_feats, held_pred = classifier.embed(held.images)
     train_feats, _ = classifier.embed(train.images[train_distinct])
+    train_labels = train.labels[train_distinct]
     spaces = {
-        "classifier": _Space.of(held_feats, train_feats),
+        "classifier": _Space.of(held, held_feats, train_feats, train_labels),
         "patterns": _Space.of(
+            held,
             pixel_patterns(held.images) * pattern_scale,
             pixel_patterns(train.images[train_distinct]) * pattern_scale,
+            train_labels,
         ),
     }
     labels = held.labels[held_idx]
@@ -456,11 +471,10 @@ def _measure(
     copy_gen = near_copies(generated, _with_frames(data))
     copies_gen = _per_label_mean(copy_gen.astype(float), gen_labels, k)
 
+    gen_patterns = pixel_patterns(generated) * pattern_scale
     sides = {
-        "classifier": _Side.of(gen_feats, real.spaces["classifier"].held),
-        "patterns": _Side.of(
-            pixel_patterns(generated) * pattern_scale, real.spaces["patterns"].held
-        ),
+        "classifier": _Side.of(gen_feats, gen_labels, real.spaces["classifier"].held),
+        "patterns": _Side.of(gen_patterns, gen_labels, real.spaces["patterns"].held),
     }
     rows = np.arange(len(generated))
     boot = np.random.default_rng([real.seed, 2])

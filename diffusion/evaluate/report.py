@@ -41,7 +41,7 @@ def format_report(report: dict[str, Any]) -> str:
             text = "" if fig not in block else num(block[fig])
             if interval is not None:
                 text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
-            cells.append(f"{text:>22}")
+            cells.append(f"{text:>26}")
         return f"{name:<28}" + "".join(cells)
 
     acc, fd, copies = report["label_accuracy"], report["frechet_distance"], report["near_copy_rate"]
@@ -73,7 +73,7 @@ def format_report(report: dict[str, Any]) -> str:
         ),
         "",
         "with 95% intervals (lower is better; the floor is real training against held-out sprites)",
-        f"{'metric':<28}{'generated':>22}{'real floor':>22}{'ratio':>22}",
+        f"{'metric':<28}{'generated':>26}{'real floor':>26}{'ratio':>26}",
         *(uncertain_row(name, metric) for name, metric in UNCERTAIN_ROWS),
         (
             f"(C2ST: {c2st['folds']:.0f}-fold held-out figures of a critic telling "
