@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
+from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig, render
 from diffusion.data import SpriteDataset, load_dataset
 from diffusion.evaluate import (
     COPY_MAX_SHARE,
@@ -386,3 +386,32 @@ def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     assert report["n_per_label"] == 8
     assert "near-copy rate" in capsys.readouterr().out
+
+
+def test_a_model_of_transparency_is_measured_on_white_with_its_alpha(tmp_path: Path) -> None:
+    data = synthetic_sprites(n_per_label=20)
+    # The synthetic sprites' alpha: every non-white pixel is opaque.
+    alpha = np.where((data.images == 255).all(-1), 0, 255).astype(np.uint8)
+    data = SpriteDataset(data.images, data.labels, list(LABELS), "synthetic", alpha=alpha)
+    train, _ = data.split(holdout=0.2, seed=0)
+
+    class ClearCopies:
+        """Training sprites as RGBA, with one lone opaque speck added in a corner."""
+
+        labels, resolution, rgba = LABELS, 8, True
+        palette = None
+
+        def generate(self, context: str, n: int, seed: int = 0, **_: object) -> np.ndarray:
+            mine = train.labels == LABELS.index(context)
+            rgba = np.concatenate([train.images[mine][:n], train.alpha[mine][:n, ..., None]], -1)
+            rgba = render.harden_alpha(rgba)
+            rgba[:, 7, 7] = (10, 10, 10, 255)
+            return rgba
+
+    report = evaluate(ClearCopies(), data, n_per_label=8, seed=0, cache_dir=tmp_path)
+    share, stray = report["alpha"]["opaque_share"], report["alpha"]["stray_opaque"]
+    assert share["max_difference"] < 0.1  # copies of the data: the same opaque share
+    assert stray["generated"] == pytest.approx(1 / 64) and stray["real_heldout"] == 0
+    # The RGB metrics saw the sprites on white: copies, not black backgrounds.
+    assert report["near_copy_rate"]["generated"] == 1.0
+    assert "lone opaque pixels" in format_report(report)

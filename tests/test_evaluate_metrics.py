@@ -13,8 +13,10 @@ from diffusion.evaluate.metrics import (
     PATTERN_DIM,
     mmd2_unbiased,
     normal_interval,
+    opaque_share,
     polynomial_kernel,
     stratified_resample,
+    stray_opaque_share,
     structure_maps,
     two_sample_test,
 )
@@ -230,3 +232,12 @@ def test_compare() -> None:
         compare(report(1.0, 0.1), report(1.2, 0.1, n=32), "kid_patterns")
     with pytest.raises(ValueError, match="uncertainty"):
         compare(report(1.0, 0.1), report(1.2, 0.1), "label_accuracy")
+
+
+def test_alpha_figures_count_opaque_pixels_and_lone_specks():
+    alpha = np.zeros((2, 4, 4), np.uint8)
+    alpha[0, 1:3, 1:3] = 255  # a 2x2 block: opaque, no specks
+    alpha[1, 0, 0] = alpha[1, 3, 3] = 255  # two lone specks
+    alpha[1, 2, 0] = alpha[1, 3, 0] = 200  # a pair: not lone
+    np.testing.assert_allclose(opaque_share(alpha), [4 / 16, 4 / 16])
+    np.testing.assert_allclose(stray_opaque_share(alpha), [0, 2 / 16])

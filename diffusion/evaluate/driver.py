@@ -44,10 +44,12 @@ from diffusion.evaluate.metrics import (
     kid_from_kernels,
     near_copies,
     normal_interval,
+    opaque_share,
     palette_distance,
     pixel_patterns,
     polynomial_kernel,
     stratified_resample,
+    stray_opaque_share,
     two_sample_test,
 )
 
@@ -140,7 +142,8 @@ def _per_label_mean(values: np.ndarray, labels: np.ndarray, num_labels: int) -> 
 def _generate(
     pipe: Any, data: SpriteDataset, n: int, seed: int, options: dict[str, Any]
 ) -> np.ndarray:
-    expected = (n, data.resolution, data.resolution, 3)
+    # A model of transparency hands out RGBA; its figures compare it composited on white.
+    expected = (n, data.resolution, data.resolution, 4 if getattr(pipe, "rgba", False) else 3)
     batches = []
     for label, name in enumerate(data.label_names):
         # A distinct seed per label, so that labels do not share their starting noise.
@@ -159,8 +162,8 @@ def evaluate(
     data: SpriteDataset,
     *,
     n_per_label: int = 100,
-    sampler: str = "dpmpp_2m",
-    steps: int = 20,
+    sampler: str | None = None,
+    steps: int | None = None,
     guidance: float | None = None,
     seed: int | Sequence[int] = 0,
     palette: render.Palette = None,
@@ -193,8 +196,8 @@ def evaluate_palettes(
     palettes: Sequence[render.Palette],
     *,
     n_per_label: int = 100,
-    sampler: str = "dpmpp_2m",
-    steps: int = 20,
+    sampler: str | None = None,
+    steps: int | None = None,
     guidance: float | None = None,
     seed: int | Sequence[int] = 0,
     cache_dir: str | os.PathLike | None = None,
@@ -228,6 +231,9 @@ def evaluate_palettes(
     start = time.perf_counter()
     classifier, classifier_path = load_or_train_classifier(data, cache_dir)
     classifier_seconds = time.perf_counter() - start
+    if hasattr(pipe, "options"):  # unset choices are the model's own defaults
+        chosen = pipe.options(sampler=sampler, steps=steps)
+        sampler, steps = chosen.sampler, chosen.steps
     options: dict[str, Any] = {"sampler": sampler, "steps": steps}
     if guidance is not None:
         options["guidance"] = guidance
@@ -246,7 +252,12 @@ def evaluate_palettes(
         for palette in palettes:
             start = time.perf_counter()
             generated = render.apply_palette(raw, palette, data_colours)
-            report = _measure(generated, data, real, classifier, pattern_scale, n_per_label)
+            report = _measure(
+                render.composite(generated, "white"),
+                data, real, classifier, pattern_scale, n_per_label,
+            )  # fmt: skip
+            if generated.shape[-1] == 4 and held.alpha is not None:
+                report["alpha"] = _alpha_figures(generated[..., 3], held, n_per_label)
             report["seconds"] = {
                 "classifier": classifier_seconds,
                 "generate": generate_seconds,
@@ -452,6 +463,26 @@ def _real_side(
         flat=flat_pair_share(held_ref),
         palette_distance=palette_distance(held_ref, palette),
     )
+
+
+def _alpha_figures(alpha: np.ndarray, held: SpriteDataset, n_per_label: int) -> dict[str, Any]:
+    """A model of transparency against the held-out sprites' alpha: the opaque share per label
+    and the lone opaque specks (:func:`~.metrics.stray_opaque_share`)."""
+    k = held.num_labels
+    labels = np.repeat(np.arange(k), n_per_label)
+    gen_share = _per_label_mean(opaque_share(alpha), labels, k)
+    real_share = _per_label_mean(opaque_share(held.alpha), held.labels, k)
+    return {
+        "opaque_share": {
+            "generated": dict(zip(held.label_names, gen_share.tolist(), strict=True)),
+            "real_heldout": dict(zip(held.label_names, real_share.tolist(), strict=True)),
+            "max_difference": float(np.abs(gen_share - real_share).max()),
+        },
+        "stray_opaque": {
+            "generated": float(stray_opaque_share(alpha).mean()),
+            "real_heldout": float(stray_opaque_share(held.alpha).mean()),
+        },
+    }
 
 
 def _measure(

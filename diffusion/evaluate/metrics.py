@@ -293,6 +293,22 @@ def flat_pair_share(images: np.ndarray, tolerance: int = FLAT_TOLERANCE) -> np.n
     return (across.sum((1, 2)) + down.sum((1, 2))) / (across[0].size + down[0].size)
 
 
+def opaque_share(alpha: np.ndarray) -> np.ndarray:
+    """Per sprite, the share of its pixels that are opaque (alpha at least half)."""
+    return (np.asarray(alpha) >= 128).mean(axis=(1, 2))
+
+
+def stray_opaque_share(alpha: np.ndarray) -> np.ndarray:
+    """Per sprite, the share of its pixels that are opaque with no opaque 4-neighbour: the
+    lone specks a model of transparency leaves in the clear background."""
+    opaque = np.pad(np.asarray(alpha) >= 128, ((0, 0), (1, 1), (1, 1)))
+    core = opaque[:, 1:-1, 1:-1]
+    neighbours = (
+        opaque[:, :-2, 1:-1] | opaque[:, 2:, 1:-1] | opaque[:, 1:-1, :-2] | opaque[:, 1:-1, 2:]
+    )
+    return (core & ~neighbours).mean(axis=(1, 2))
+
+
 def palette_distance(images: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Per sprite, the mean RGB distance (0..255 units) of a pixel to its nearest palette colour."""
     images = np.asarray(images)

@@ -91,6 +91,14 @@ def format_report(report: dict[str, Any]) -> str:
         f"(chance accuracy {num(acc['chance'])}; real accuracy is on the held-out split; "
         "the Frechet floor compares training with held-out sprites)"
     )
+    if alpha := report.get("alpha"):
+        share = alpha["opaque_share"]
+        lines.append("transparency (composited on white above): opaque share per label")
+        for name, value in share["generated"].items():
+            lines.append(row(f"  {name}", value, share["real_heldout"][name]))
+        lines.append(row("  largest difference", share["max_difference"]))
+        stray = alpha["stray_opaque"]
+        lines.append(row("lone opaque pixels", stray["generated"], stray["real_heldout"]))
     if len(report.get("per_seed", {})) > 1:
         keys = ("frechet_ratio", "colours_ratio", "flat_pairs_ratio", "frechet_patterns_ratio")
         keys += ("kid_patterns", "c2st_accuracy", "c2st_auc")
@@ -122,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="model folder or Hugging Face Hub id")
     parser.add_argument("--data", required=True, help="dataset folder or hf://datasets/OWNER/NAME")
     parser.add_argument("--n", type=int, default=100, help="generated sprites per label")
-    parser.add_argument("--sampler", default="dpmpp_2m")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--sampler", help="default: the model's")
+    parser.add_argument("--steps", type=int, help="default: the model's for the sampler")
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
     parser.add_argument(
         "--seeds", default="0,1,2", help="evaluation seeds, comma-separated; figures are means"
@@ -131,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="a single evaluation seed (replaces --seeds)")
     parser.add_argument(
         "--palette",
-        default="raw",
         help="palette stages to measure on the same samples, comma-separated: raw, data or a "
-        "colour count (e.g. 'raw,data'); the JSON holds the first, and 'variants' all of them",
+        "colour count (e.g. 'raw,data'); the JSON holds the first, and 'variants' all of them "
+        "(default: the model's)",
     )
     parser.add_argument(
         "--text",
@@ -150,17 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, help=f"classifier cache folder (default {DEFAULT_CACHE})"
     )
     args = parser.parse_args(argv)
-    try:
-        seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
-        palettes = [render.parse_palette(p) for p in args.palette.split(",")]
-    except ValueError as err:
-        parser.error(f"--seeds and --palette: {err}")
-
     pipe = SpritePipeline.from_pretrained(args.model)
     if args.precision:
         pipe.defaults["precision"] = args.precision
-    if args.sampler not in pipe.samplers:
-        parser.error(f"unknown sampler {args.sampler!r}; choose from {list(pipe.samplers)}")
+    try:
+        seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
+        stages = args.palette or render.palette_name(pipe.defaults.get("palette"))
+        palettes = [render.parse_palette(p) for p in stages.split(",")]
+        # The model's defaults fill what is not given, checked as any sampling call is.
+        options = pipe.options(sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+    except ValueError as err:
+        parser.error(str(err))
+    args.sampler, args.steps = options.sampler, options.steps
     reports = evaluate_palettes(
         pipe,
         load_dataset(args.data),
