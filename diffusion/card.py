@@ -40,8 +40,9 @@ def _metrics_section(m: dict, name: str) -> str:
         + (f" --palette {','.join(variants)}" if len(variants) > 1 else "")
     )
 
-    def cell(value: float | None, ratio: float | None = None) -> str:
+    def cell(value: float | None, ratio: float | None = None, se: float | None = None) -> str:
         text = "-" if value is None else f"{value:.3f}"
+        text += f" ± {se:.3f}" if se is not None else ""
         return text + (f" ({ratio:.2f}x)" if ratio is not None else "")
 
     first = next(iter(variants.values()))
@@ -50,6 +51,18 @@ def _metrics_section(m: dict, name: str) -> str:
         ("label accuracy", ("label_accuracy",), "real_heldout", "held-out", True),
         ("Fréchet distance", ("frechet_distance",), "real_floor", "real floor", True),
         ("near-copy rate", ("near_copy_rate",), "real_heldout", "held-out", False),
+    ]
+    # The figures that see how a sprite is drawn, with their standard errors (see
+    # docs/evaluation.md); reports from before they existed lack them.
+    table += [
+        (label, (key,), "real_floor", "real floor", False)
+        for label, key in (
+            ("pattern KID", "kid_patterns"),
+            ("pattern Fréchet distance", "frechet_distance_patterns"),
+            ("critic accuracy (0.5 = cannot tell)", "c2st_accuracy"),
+            ("critic AUC", "c2st_auc"),
+        )
+        if all(key in v for v in variants.values())
     ]
     if all("crispness" in v for v in variants.values()):
         table += [
@@ -68,21 +81,46 @@ def _metrics_section(m: dict, name: str) -> str:
 
     head = "| metric | real reference | " + " | ".join(f"palette {k}" for k in variants) + " |"
     lines = [head, "|---|---|" + "---|" * len(variants)]
+
+    def se(block: dict, key: str) -> float | None:
+        return block.get("se", {}).get(key)
+
     for name, path, ref_key, note, with_ratio in table:
         cells = [
-            cell(figures(v, path)["generated"], figures(v, path)["ratio"] if with_ratio else None)
+            cell(
+                figures(v, path)["generated"],
+                figures(v, path)["ratio"] if with_ratio else None,
+                se(figures(v, path), "generated"),
+            )
             for v in variants.values()
         ]
-        ref = f"{cell(figures(first, path)[ref_key])} ({note})"
+        ref_block = figures(first, path)
+        ref = f"{cell(ref_block[ref_key], se=se(ref_block, ref_key))} ({note})"
         lines.append(f"| {name} | {ref} | " + " | ".join(cells) + " |")
+    for v_name, v in variants.items():
+        if alpha := v.get("alpha"):
+            share, stray = alpha["opaque_share"], alpha["stray_opaque"]
+            lines.append(
+                f"\nTransparency (palette {v_name}): opaque share per label, generated / real: "
+                + ", ".join(
+                    f"{k} {share['generated'][k]:.2f} / {share['real_heldout'][k]:.2f}"
+                    for k in share["generated"]
+                )
+                + f" (largest difference {share['max_difference']:.2f}); lone opaque pixels "
+                f"{stray['generated']:.4f} / {stray['real_heldout']:.4f}."
+            )
+            break
     seed_text = (
         f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
     )
     return (
         "## Evaluation\n\n"
         f"{m['n_per_label']} sprites per label, {m['sampler']}, {m['steps']} steps, guidance "
-        f"{m['guidance']}, {seed_text}; generated figures with their ratio to the real "
-        "reference in brackets:\n\n" + "\n".join(lines) + "\n\n"
+        f"{m['guidance']}, {seed_text}; generated figures (± one standard error) with their "
+        "ratio to the real reference in brackets. The figures are explained in the project's "
+        "docs/evaluation.md; a model of transparency is measured composited on white.\n\n"
+        + "\n".join(lines)
+        + "\n\n"
         f"Measured with `{command}`.\n"
     )
 

@@ -312,7 +312,9 @@ SAMPLERS: dict[str, SamplerSpec] = {
         description="Euler ancestral (stochastic)",
     ),
     "heun": SamplerSpec(heun, 15, calls_per_step=2.0, description="Heun 2nd order, 2 calls/step"),
-    "dpmpp_2m": SamplerSpec(dpmpp_2m, 20, description="DPM-Solver++(2M): best at few steps"),
+    "dpmpp_2m": SamplerSpec(
+        dpmpp_2m, 20, description="DPM-Solver++(2M): 2nd order from one call a step, deterministic"
+    ),
     "dpmpp_2m_sde": SamplerSpec(
         dpmpp_2m_sde,
         25,

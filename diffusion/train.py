@@ -42,6 +42,7 @@ from .device import default_device, describe
 from .files import atomic_write
 from .hub import push_to_hub
 from .model import ContextUnet, UnetConfig
+from .options import FALLBACK
 from .pipeline import SpritePipeline
 from .schedules import SCHEDULES, make_schedule
 from .text import SpriteCLIP, mirror_name
@@ -194,7 +195,7 @@ class Trainer:
             self.text = text_table(self.clip, data)
         self.model = ContextUnet(config)
         # Steps and minutes of the runs this one continues, so the card can give the totals.
-        self.prior = {"steps": 0, "minutes": 0.0}
+        self.prior: dict = {"steps": 0, "minutes": 0.0}
         if args.init:
             self.prior = init_from(self.model, args.init)
         self.model.to(self.device)
@@ -330,7 +331,9 @@ class Trainer:
             "generator": self.generator.get_state(),
             "prior": self.prior,
             "torch_rng": torch.get_rng_state(),
-            "args": vars(self.args) | {"out": str(self.args.out)},
+            # Paths as text: a checkpoint holds data only, and torch.load(weights_only=True)
+            # refuses any other object (--init, --text-encoder and --out are paths).
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()},
         }
 
     def save_checkpoint(self) -> None:
@@ -351,7 +354,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     def pipeline(self) -> SpritePipeline:
-        defaults = {"sampler": "dpmpp_2m", "steps": 20, "guidance": self.args.guidance}
+        defaults = {**FALLBACK, **self.prior.get("sampling", {}), "guidance": self.args.guidance}
         model = copy.deepcopy(self.ema).to(memory_format=torch.contiguous_format)
         return SpritePipeline(
             model,
@@ -461,6 +464,9 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
         "steps": training.get("total_steps", training.get("steps_done", 0)),
         "minutes": training.get("total_minutes", training.get("train_minutes", 0.0)),
         "from": str(folder),
+        # Output choices measured for that model, which a continuation keeps (not the sampler
+        # and steps: those are measured again for the new weights, by benchmarks.steps).
+        "sampling": {k: v for k, v in pipe.defaults.items() if k in ("palette", "precision")},
     }
 
 

@@ -51,3 +51,41 @@ def test_every_package_and_the_weights_are_installed():
     }
     assert on_disk <= set(setuptools["packages"])
     assert setuptools["package-dir"]["diffusion.weights"] == "weights"
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "diffusion").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(parts[:-1])
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(filter(None, [base, node.module or ""]))
+                found |= {module} | {f"{module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = found
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    # A package's __init__ re-exports its modules; an edge into it from its own module is not
+    # a circle of concepts, so only cycles among modules count.
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for dep in graph[module]:
+            if module.startswith(dep + ".") or dep.startswith(module + "."):
+                continue  # a package and its own modules
+            if state.get(dep) == 1:
+                raise AssertionError(" -> ".join([*trail, module, dep]))
+            if dep not in state:
+                visit(dep, [*trail, module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])

@@ -232,3 +232,24 @@ def test_torchrun_two_processes_match_one(data_dir, tmp_path):
     for a, b in zip(log_rows(tmp_path / "one"), log_rows(two), strict=True):
         assert abs(float(a["loss"]) - float(b["loss"])) < 1e-4
     assert len(log_rows(two)) == 2  # one writer, not two
+
+
+def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_path):
+    images = np.load(data_dir / "images.npy")
+    alpha = np.where((images == images[0, 0, 0]).all(-1), 0, 255).astype(np.uint8)
+    np.save(data_dir / "rgba.npy", np.concatenate([images, alpha[..., None]], -1))
+    first = tmp_path / "first"
+    train.main(args(data_dir, first, "--epochs", "1", "--sample-every", "100"))
+    config = json.loads((first / "config.json").read_text())
+    config["sampling"]["precision"] = "bf16"  # as measured for it, say
+    (first / "config.json").write_text(json.dumps(config))
+    more = tmp_path / "more"
+    common = args(data_dir, more, "--init", str(first), "--alpha", "--sample-every", "100")
+    train.main([*common, "--epochs", "1"])
+    # --init is a path: the checkpoint must still load with weights_only=True.
+    train.main([*common, "--epochs", "2", "--resume"])
+    done = json.loads((more / "config.json").read_text())["training"]
+    assert done["steps_done"] == 2 * 3 and done["total_steps"] == 3 + 2 * 3
+    assert done["hardware"].startswith("CPU")
+    pipe = SpritePipeline.from_pretrained(more)
+    assert pipe.rgba and pipe.defaults["precision"] == "bf16"  # kept from the model it continued
