@@ -112,7 +112,7 @@ class SpritePipeline:
         options = resolve(self.defaults, SamplingOptions(**choices)).validate(self.schedule, n)
         render.check_palette(options.palette, self.palette)
         if options.prompt is not None:
-            self.encode_prompt(options.prompt, n)  # refuses a label-only model or an empty text
+            self._prompts(options.prompt, n)
         return options
 
     @property
@@ -234,6 +234,11 @@ class SpritePipeline:
         """A description, or one per sprite, -> (n, text_dim) on the device; None for none."""
         if prompt is None:
             return None
+        return self.text_encoder.encode_text(self._prompts(prompt, n)).expand(n, -1)
+
+    def _prompts(self, prompt: str | Sequence[str], n: int) -> list[str]:
+        """The prompt as a list of 1 or n descriptions, checked; ValueError says what is wrong
+        (a label-only model, an empty text, too many word pieces)."""
         if self.text_encoder is None:
             raise ValueError(
                 "this model takes no prompt: it was trained on labels only; "
@@ -244,7 +249,8 @@ class SpritePipeline:
             raise ValueError(f"prompt must be a string or a list of {n} strings")
         if not all(p.strip() for p in prompts):
             raise ValueError("the prompt is empty: describe the sprite in a few words")
-        return self.text_encoder.encode_text(prompts).expand(n, -1)
+        self.text_encoder.tokenize(prompts)  # refuses descriptions of too many word pieces
+        return prompts
 
     def _denoiser(
         self,
