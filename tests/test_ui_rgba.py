@@ -76,3 +76,26 @@ def test_an_upload_keeps_its_alpha(studio, tmp_path):
     read, mask = EditTab(studio).read_canvas(value, 16, alpha=True)
     np.testing.assert_array_equal(read, picture)
     assert mask is None
+
+
+def test_a_morph_of_transparent_sprites_is_transparent(studio):
+    from ui.morph import MorphTab
+
+    done = list(MorphTab(studio).morph("hero", 1, "creature", 2, 3, "ddim", 4, 2.0))[-1]
+    assert done["status"].startswith("done:")
+    with Image.open(done["strip"]) as strip:
+        assert strip.mode == "RGBA" and (np.asarray(strip)[..., 3] == 0).any()
+    with Image.open(done["gif"]) as gif:
+        assert "transparency" in gif.info
+
+
+def test_forward_shows_a_transparent_sprite_on_white_and_on_a_checkerboard(studio):
+    from ui.forward import ForwardTab
+
+    sprite = np.zeros((16, 16, 4), np.uint8)
+    sprite[4:12, 4:12] = (200, 30, 30, 255)
+    out = ForwardTab(studio).noised("rgba", sprite, 0)
+    clean = np.asarray(out["clean"])
+    assert clean.shape[-1] == 3 and tuple(clean[0, 0]) in {(0xEE,) * 3, (0xC8,) * 3}
+    noised = np.asarray(next(out[k] for k in ("linear", "cosine", "quadratic")))
+    assert noised.shape[-1] == 3  # the colours on white, as the network sees them
