@@ -548,6 +548,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.push_to_hub:
             print("pushed to", push_to_hub(args.out, args.push_to_hub))
     if trainer.world > 1:
+        # Every process waits for the first one's export: gloo aborts a process whose peers
+        # tear the group down while it is still in it.
+        dist.barrier()
         dist.destroy_process_group()
 
 
