@@ -78,12 +78,6 @@ class SamplingOptions:
         """Sprite-steps of a run of ``n`` sprites: what a request costs, for budgets."""
         return self.calls() * n * resample
 
-    @property
-    def stochastic(self) -> bool:
-        """Whether the sampler draws fresh noise along the way (so a seed matters after x_T)."""
-        spec = SAMPLERS[canonical_sampler(self.sampler or "")]
-        return spec.draws_noise(spec.default_eta if self.eta is None else self.eta)
-
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of ``SpritePipeline.stream``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
