@@ -127,6 +127,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="text dropout probability, drawn apart from the label's (--p-uncond)",
     )
     p.add_argument(
+        "--cond-dropout",
+        type=_cond_dropout,
+        default=None,
+        metavar="NEITHER,TEXT_ONLY,LABEL_ONLY",
+        help="with --text-encoder: shares of examples that keep neither condition, only the text, "
+        "only the label (e.g. 0.1,0.2,0.1; the rest keep both), drawn jointly so that each branch "
+        "guidance uses is trained; replaces --p-uncond and --p-uncond-text",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         metavar="MODEL",
@@ -235,11 +244,23 @@ class Trainer:
         flip = torch.rand(len(idx), generator=g) < (0.5 if a.flip else 0.0)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         context = F.one_hot(self.labels[idx], self.data.num_labels).float()
-        context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
-        text = None
-        if self.text is not None:  # a flipped sprite gets its mirrored name ("left" <-> "right")
-            text = torch.where(flip[:, None], self.text[1][idx], self.text[0][idx])
+        if self.text is None:
+            context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
+            return x, context, None
+        # A flipped sprite gets its mirrored name ("left" <-> "right").
+        text = torch.where(flip[:, None], self.text[1][idx], self.text[0][idx])
+        if a.cond_dropout is None:
+            context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
             text[torch.rand(len(idx), generator=g) < a.p_uncond_text] = 0
+        else:
+            # One draw per example picks its branch: neither, text only, label only or both.
+            neither, text_only, label_only = a.cond_dropout
+            u = torch.rand(len(idx), generator=g)
+            context[u < neither + text_only] = 0
+            text[
+                (u < neither)
+                | ((u >= neither + text_only) & (u < neither + text_only + label_only))
+            ] = 0
         return x, context, text
 
     def train_epoch(self, bar: tqdm) -> float:
@@ -436,6 +457,18 @@ def training_tensor(images: np.ndarray, alpha: np.ndarray | None) -> torch.Tenso
     """
     pixels = images if alpha is None else np.concatenate([images, alpha[..., None]], axis=-1)
     return render.to_tensor(pixels)
+
+
+def _cond_dropout(text: str) -> tuple[float, float, float]:
+    try:
+        shares = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        shares = ()
+    if len(shares) != 3 or min(shares) < 0 or sum(shares) > 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give three shares NEITHER,TEXT_ONLY,LABEL_ONLY, each >= 0, summing to <= 1"
+        )
+    return shares
 
 
 def init_from(model: ContextUnet, folder: Path) -> dict:

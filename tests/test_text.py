@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import warnings
@@ -245,3 +246,34 @@ def test_a_text_model_comes_from_the_hub_with_its_encoder(text_pipe, tmp_path, m
     assert pipe.supports_text and pipe.unknown_words("purple potion") == ["purple"]
     a = pipe.generate("potion", prompt="red potion", steps=3, seed=2)
     assert np.array_equal(a, text_pipe.generate("potion", prompt="red potion", steps=3, seed=2))
+
+
+def test_cond_dropout_trains_each_branch_guidance_uses():
+    """--cond-dropout draws one branch per example: neither, text only, label only or both."""
+    from types import SimpleNamespace
+
+    from diffusion.train import Trainer, _cond_dropout
+
+    n = 20_000
+    fake = SimpleNamespace(
+        generator=torch.Generator().manual_seed(0),
+        args=SimpleNamespace(
+            p_alt_frame=0.0, flip=False, p_uncond=0.5, p_uncond_text=0.5,
+            cond_dropout=_cond_dropout("0.1,0.2,0.1"),
+        ),
+        images=torch.zeros(n, 1, 2, 2), alt=torch.zeros(n, 1, 2, 2),
+        labels=torch.randint(0, 3, (n,)), data=SimpleNamespace(num_labels=3),
+        text=(torch.ones(n, 4), torch.ones(n, 4)),
+    )  # fmt: skip
+    _, context, text = Trainer.batch(fake, torch.arange(n))
+    label_kept, text_kept = context.any(1), text.any(1)
+    shares = {
+        "neither": (~label_kept & ~text_kept).float().mean().item(),
+        "text only": (~label_kept & text_kept).float().mean().item(),
+        "label only": (label_kept & ~text_kept).float().mean().item(),
+        "both": (label_kept & text_kept).float().mean().item(),
+    }
+    expected = {"neither": 0.1, "text only": 0.2, "label only": 0.1, "both": 0.6}
+    assert all(abs(shares[k] - expected[k]) < 0.015 for k in expected), shares
+    with pytest.raises(argparse.ArgumentTypeError, match="three shares"):
+        _cond_dropout("0.5,0.5,0.5")
