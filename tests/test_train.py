@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +21,17 @@ from diffusion import SpritePipeline, train
 
 @pytest.fixture
 def data_dir(tmp_path):
+    return toy_data(tmp_path)
+
+
+def toy_data(root) -> Path:
+    """A course-format folder under ``root``: 48 noisy 8x8 sprites of three colours, labelled."""
     rng = np.random.default_rng(0)
     n, k = 48, 3
     labels = np.arange(n) % k
     base = rng.integers(0, 256, (k, 8, 8, 3))
     images = np.clip(base[labels] + rng.integers(-20, 20, (n, 8, 8, 3)), 0, 255).astype(np.uint8)
-    folder = tmp_path / "data"
+    folder = root / "data"
     folder.mkdir()
     np.save(folder / "images.npy", images)
     np.save(folder / "labels.npy", np.eye(k, dtype=np.float32)[labels])
@@ -253,3 +259,35 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
     assert done["hardware"].startswith("CPU")
     pipe = SpritePipeline.from_pretrained(more)
     assert pipe.rgba and pipe.defaults["precision"] == "bf16"  # kept from the model it continued
+
+
+def test_bad_data_is_one_line_naming_the_flag(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit, match=f"^--data: {missing}: no such dataset folder$"):
+        train.main(["--data", str(missing), "--out", str(tmp_path / "run")])
+    done = subprocess.run(
+        [sys.executable, "-m", "diffusion.train", "--data", str(missing), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"--data: {missing}: no such dataset folder"]
+
+
+def test_resume_with_other_flags_names_them(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train.main(args(data_dir, out, "--epochs", "1", "--sample-every", "9"))
+    resume = ["--data", str(data_dir), "--out", str(out), "--batch-size", "16", "--resume"]
+    with pytest.raises(SystemExit, match=r"was trained with --channels 8,16 \(this run: 16,32\)"):
+        train.main([*resume, "--channels", "16,32", "--epochs", "2"])
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("images.npy", "labels.npy", "meta.json", "README.md"):
+        (other / name).write_bytes((data_dir / name).read_bytes())
+    with pytest.raises(SystemExit, match=rf"--data {data_dir} \(this run: {other}\)"):
+        train.main([*resume, "--data", str(other), "--channels", "8,16", "--epochs", "2"])
+    # A checkpoint that does not say how it was trained still gets one line, not a size error.
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    del state["args"]
+    torch.save(state, out / "checkpoint.pt")
+    with pytest.raises(SystemExit, match="holds another network than these flags build"):
+        train.main([*resume, "--channels", "16,32", "--epochs", "2"])
