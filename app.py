@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from diffusion import SpritePipeline
 from diffusion.device import configure_cpu_threads
 from diffusion.pipeline import FORMAT, WEIGHTS
 from ui import TABS
-from ui.limits import CONCURRENCY, MAX_UPLOAD_BYTES, QUEUE_SIZE
+from ui.gate import admit_to_queue, middleware, tidy_input_errors
+from ui.limits import (
+    CONCURRENCY,
+    MAX_SESSIONS,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
+    QUEUE_SIZE,
+)
+from ui.sessions import SessionExpiry
 from ui.shell import Shell
 from ui.storage import CacheSweeper, OutputStore
 from ui.studio import Studio, default_sampler, default_steps
@@ -51,11 +60,13 @@ CSS = """
   text-overflow: clip; border: 0; background: none; text-align: center; }
 #status { min-height: 2.5em; }
 .caption p { margin: 0 !important; }
-/* Every tab stays in view on a phone: narrow tab buttons, so that Gradio has no tab to fold
-   into its "more tabs" menu. */
+/* Every tab stays in view on a phone: narrow tab buttons, and a second row for those that
+   still do not fit (gr.Tabs' overflow_behavior="wrap"), never a "more tabs" menu. */
 .tab-container button { padding: 0 10px !important; }
 @media (max-width: 640px) {
   .tab-container button { padding: 0 4px !important; font-size: 0.9em !important; }
+  /* The title on one line pays for the tabs' second row: Generate stays in the first screen. */
+  h1 { font-size: 22px !important; }
 }
 """
 
@@ -92,7 +103,7 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
             info = gr.Markdown(model_info(name0, studio.models[name0]), elem_id="model-info")
         shell = Shell(model, gr.State(None), studio.models[name0], gpu)
         tabs = [tab_class(studio) for tab_class in TABS]
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):
             for t in tabs:
                 with gr.Tab(t.title) as tab:
                     t.build(shell, tab)
@@ -106,7 +117,10 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
 
         every = on_model(name0)  # the outputs: every component a tab updates
         model.change(on_model, model, list(every), api_visibility="private")
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    # api_open=False: /run, which skips the queue, answers only the page's quick helpers.
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE, api_open=False)
+    admit_to_queue(demo, studio.sessions)
+    tidy_input_errors(demo)
     demo.studio = studio  # for tests and for the cache sweeper
     demo.tabs = tabs  # for tests
     return demo
@@ -150,14 +164,26 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> tuple:
-    """``demo.launch`` with the app's look, upload limit and cache sweeper; kwargs pass through."""
+    """``demo.launch`` with the app's look, its limits (uploads, sessions, the request gate of
+    ``ui.gate``), the cache sweeper and session expiry; kwargs pass through."""
     limit_malloc_arenas()
     studio: Studio = demo.studio
     sweeper = CacheSweeper(
         [gr.utils.get_upload_folder(), studio.store.root], protect=studio.store.is_live
     )
     sweeper.start()
-    return demo.launch(css=CSS, theme=gr.themes.Soft(), max_file_size=MAX_UPLOAD_BYTES, **kwargs)
+    SessionExpiry(demo).start()
+    # Any picture decoded anywhere (Gradio's own components too) stays within the upload bound.
+    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
+    app_kwargs = {"middleware": middleware(demo), **kwargs.pop("app_kwargs", {})}
+    return demo.launch(
+        css=CSS,
+        theme=gr.themes.Soft(),
+        max_file_size=MAX_UPLOAD_BYTES,
+        state_session_capacity=MAX_SESSIONS,
+        app_kwargs=app_kwargs,
+        **kwargs,
+    )
 
 
 if __name__ == "__main__":

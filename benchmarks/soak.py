@@ -1,12 +1,19 @@
 """Server memory and disk over many requests: does either creep?
 
     python -m benchmarks.soak [--requests 1000] [--clients 4] [--every 100]
+    python -m benchmarks.soak --sessions 2000 [--every 200]
+    python -m benchmarks.soak --burst 40
 
 Starts the app in this process on a free port with a tiny random model (memory and files, not
 pictures, are measured), sends ``--requests`` /generate calls from ``--clients`` threads
 through gradio_client, and prints the server's resident memory (RSS) and the files in Gradio's
 cache and our run folders every ``--every`` requests, with the cache sweeper running as in
 production but with short ages so that a sweep happens during the run.
+
+``--sessions N`` instead sends N one-sprite /generate calls over raw HTTP, each a new session
+(as every API call without a session is), and prints RSS and the sessions Gradio holds: with
+``ui.limits.MAX_SESSIONS`` they stop growing at the cap. ``--burst N`` uploads N files of the
+largest size allowed at once from one address, and prints what reached the disk.
 """
 
 from __future__ import annotations
@@ -48,13 +55,13 @@ def main() -> None:
     p.add_argument(
         "--trim", action="store_true", help="also show RSS after glibc's malloc_trim(0) each time"
     )
+    p.add_argument("--sessions", type=int, default=0, help="new sessions, one call each")
+    p.add_argument("--burst", type=int, default=0, help="largest uploads, all at once")
     args = p.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="soak-cache-"))
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from gradio_client import Client
-
     import app
     from tests.test_app import tiny_pipeline
     from ui.storage import CacheSweeper, OutputStore
@@ -70,7 +77,62 @@ def main() -> None:
     folders = [cache, store.root]
     sweeper = CacheSweeper(folders, every_s=5, max_age_s=20, min_age_s=10, protect=store.is_live)
     sweeper.start()
-    clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(args.clients)]
+    if args.sessions:
+        sessions(f"http://127.0.0.1:{port}", demo, args.sessions, args.every)
+    elif args.burst:
+        burst(f"http://127.0.0.1:{port}", folders, args.burst)
+    else:
+        requests(f"http://127.0.0.1:{port}/", folders, args)
+    sweeper.stop()
+    demo.close()
+
+
+def sessions(url: str, demo, count: int, every: int) -> None:
+    """``count`` calls, each from a new session; RSS and the sessions held every ``every``."""
+    import httpx
+
+    from ui.limits import MAX_SESSIONS
+
+    call = {"label": "hero", "sampler": "ddim", "steps": 1, "guidance": 2.0, "seed": 0, "n": 1}
+    print(f"session cap (ui.limits.MAX_SESSIONS): {MAX_SESSIONS}")
+    print(f"{'sessions':>9}{'RSS MB':>9}{'held':>7}{'seconds':>9}")
+    start = time.time()
+    with httpx.Client(base_url=f"{url}/gradio_api", timeout=60) as http:
+        for i in range(1, count + 1):
+            event = http.post("/call/v2/generate", json={**call, "seed": i}).json()["event_id"]
+            http.get(f"/call/generate/{event}").raise_for_status()  # until it is done
+            if i % every == 0:
+                held = len(demo.state_holder.session_data)
+                print(f"{i:>9}{rss_mb():>9.0f}{held:>7}{time.time() - start:>9.0f}")
+
+
+def burst(url: str, folders: list[Path], count: int) -> None:
+    """``count`` uploads of MAX_UPLOAD_BYTES at once from one address, and the disk after."""
+    import httpx
+
+    from ui.limits import MAX_UPLOAD_BYTES
+
+    picture = b"\x89PNG" + b"\x00" * (MAX_UPLOAD_BYTES - 4096)
+    before = files_in(folders)[1]
+
+    def upload(i: int) -> int:  # each file different: Gradio keeps one copy of equal files
+        files = {"files": ("big.png", picture + i.to_bytes(4, "big"), "image/png")}
+        return httpx.post(f"{url}/gradio_api/upload", files=files, timeout=60).status_code
+
+    start = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(upload, range(count)))
+    taken, mb = codes.count(200), files_in(folders)[1] - before
+    print(
+        f"{count} uploads of {len(picture) / 2**20:.1f} MB in {time.time() - start:.1f} s: "
+        f"{taken} taken, {codes.count(429)} refused (429); the disk grew by {mb:.1f} MB"
+    )
+
+
+def requests(url: str, folders: list[Path], args: argparse.Namespace) -> None:
+    from gradio_client import Client
+
+    clients = [Client(url, verbose=False) for _ in range(args.clients)]
 
     def one(i: int) -> None:
         clients[i % len(clients)].predict(
@@ -96,8 +158,6 @@ def main() -> None:
                 f"{done:>9}{rss:>9.0f}{trimmed}{threading.active_count():>8}{n:>8}{mb:>12.1f}"
                 f"{time.time() - start:>9.0f}"
             )
-    sweeper.stop()
-    demo.close()
 
 
 if __name__ == "__main__":

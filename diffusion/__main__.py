@@ -2,7 +2,8 @@
 
 A thin caller of the public API, like the app: load a pipeline, stream the frames, render them.
 The sheet and the denoising GIF go to ``--out`` (``out/`` by default, which git ignores) as
-``<label>.png`` and ``<label>.gif``; ``--png`` / ``--gif`` name the files instead.
+``<label>.png`` and ``<label>.gif``; ``--png`` / ``--gif`` name the files instead. ``--sheet``
+writes the PNG as a game engine's sprite sheet (no gutters, Aseprite JSON beside it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from .samplers import SAMPLERS
 def _sample(args: argparse.Namespace) -> None:
     pipe = SpritePipeline.from_pretrained(args.model)
     context = None if args.label in (None, "none") else args.label
+    if args.palette_lock is not None:
+        if args.palette not in (None, args.palette_lock):
+            raise ValueError("--palette-lock K is a palette of K colours: leave out --palette")
+        args.palette = args.palette_lock
     if context is not None and context.isdigit():
         context = int(context)
     start = time.perf_counter()
@@ -36,17 +41,41 @@ def _sample(args: argparse.Namespace) -> None:
         palette=args.palette,
         prompt=args.prompt,
         guide=args.guide,
+        guidance_text=args.guidance_text,
+        negative_prompt=args.negative_prompt,
+        rerank=args.rerank,
+        palette_lock=args.palette_lock is not None,
+        tileable=args.tileable,
+        outline=args.outline,
     ):
         frames.append(frame)
         print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
     print(f"\r{frames[-1].total} steps in {elapsed:.2f} s, seed {frames[-1].seed}", file=sys.stderr)
+    last = frames[-1]
+    if last.scores is not None:
+        best = f" (best of {args.rerank})" if args.rerank > 1 else ""
+        scores = " ".join(f"{s:.3f}" for s in last.scores)
+        print(f"SpriteCLIP score against the prompt{best}: {scores}", file=sys.stderr)
     stem = Path(args.out) / (args.label or "none")
     png, gif = Path(args.png or f"{stem}.png"), Path(args.gif or f"{stem}.gif")
     for path in (png, gif):
         path.parent.mkdir(parents=True, exist_ok=True)
-    print(render.save_png(render.grid(frames[-1].x, scale=args.scale), png))
-    pictures = [render.grid(getattr(f, args.show), scale=args.scale) for f in frames]
+    if args.sheet:
+        print(
+            render.save_sheet(
+                frames[-1].x, png, scale=args.scale, tags=[(stem.name, 0, args.n - 1)]
+            )
+        )
+        print(png.with_suffix(".json"))
+    else:
+        print(render.save_png(render.grid(frames[-1].x, scale=args.scale), png))
+    # Best of N: the frames before the last hold every candidate; the GIF follows those kept.
+    rows = slice(None) if last.picked is None else last.picked
+    pictures = [
+        render.grid(getattr(f, args.show)[rows if f is not last else slice(None)], args.scale)
+        for f in frames
+    ]
     print(render.save_gif(pictures, gif, frame_ms=args.frame_ms, hold_ms=args.hold_ms))
 
 
@@ -77,11 +106,41 @@ def main(argv: list[str] | None = None) -> None:
         type=_palette,
         default=None,
         help="output stage: 'data' snaps to the model's training palette, K keeps at most K "
-        "colours per sprite; default raw",
+        "colours per sprite, a name (db16, db32, pico8, gameboy), a .hex/.gpl/.png file or "
+        "'#rrggbb,#rrggbb,...' snap to those colours; default raw",
+    )
+    s.add_argument(
+        "--palette-lock",
+        type=int,
+        metavar="K",
+        help="one palette of at most K colours for the whole batch (a consistent sheet)",
+    )
+    s.add_argument(
+        "--tileable", action="store_true", help="seamless tiles: edges wrap around (terrain)"
+    )
+    s.add_argument("--outline", help="a one-pixel outline of this colour (#rrggbb), RGBA models")
+    s.add_argument(
+        "--sheet",
+        action="store_true",
+        help="write the PNG as a sprite sheet without gutters, with Aseprite JSON beside it",
     )
     s.add_argument("--prompt", help='describe the sprite, e.g. "red potion" (a text model only)')
     s.add_argument(
         "--guide", default="both", choices=["both", "label", "text"], help="what guidance follows"
+    )
+    s.add_argument(
+        "--guidance-text",
+        type=float,
+        default=None,
+        help="the prompt's own guidance scale; --guidance is then the label's (dual guidance)",
+    )
+    s.add_argument("--negative-prompt", help='what guidance steers away from, e.g. "dark"')
+    s.add_argument(
+        "--rerank",
+        type=int,
+        default=1,
+        metavar="N",
+        help="best of N: draw N candidates per sprite, keep the one SpriteCLIP scores highest",
     )
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
@@ -89,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--png", help="write the final sprite sheet here instead")
     s.add_argument("--gif", help="write the denoising animation here instead")
     s.add_argument("--show", choices=["x", "x0"], default="x", help="GIF shows noisy state or x0")
-    s.add_argument("--scale", type=int, default=8, help="nearest-neighbour enlargement")
+    s.add_argument(
+        "--scale", type=int, default=8, help="nearest-neighbour enlargement (1, 2, 4, 8)"
+    )
     s.add_argument("--frame-ms", type=int, default=80)
     s.add_argument("--hold-ms", type=int, default=1500)
     args = parser.parse_args(argv)

@@ -11,11 +11,42 @@ A text embedding, when the config has one, is projected and added to the same em
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+# What a config may ask for, checked before anything is allocated: generous for any sprite model,
+# yet small enough that a config.json from an untrusted folder cannot ask for more memory than a
+# machine has (channels 100000 would be a 360 GB network, T 1e10 an 80 GB schedule).
+BOUNDS: dict[str, tuple[int, int]] = {
+    "num_labels": (1, 4096),
+    "resolution": (4, 256),
+    "channels": (1, 1024),  # per level
+    "levels": (1, 6),  # len(channels)
+    "blocks_per_level": (1, 8),
+    "emb_dim": (2, 4096),
+    "groups": (1, 1024),
+    "T": (1, 100_000),  # also the most steps a model folder's schedule may have
+    "text_dim": (0, 4096),
+}
+IN_CHANNELS = (3, 4)  # RGB, or RGBA for a model of transparency: what the renderer draws
+MAX_PARAMETERS = 200_000_000  # 800 MB of float32 weights; the shipped models have about 2M
+HEAD_DIM = 32  # channels per self-attention head
+
+
+def check_whole(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as a whole number in [low, high], or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value}")
+    return value
 
 
 @dataclass
@@ -43,17 +74,58 @@ class UnetConfig:
     text_dim: int = 0
 
     def __post_init__(self) -> None:
-        self.channels = tuple(self.channels)
-        self.attention = tuple(self.attention)
+        for name in ("num_labels", "resolution", "blocks_per_level", "emb_dim", "groups", "T"):
+            check_whole(name, getattr(self, name), *BOUNDS[name])
+        check_whole("text_dim", self.text_dim, *BOUNDS["text_dim"])
+        if self.in_channels not in IN_CHANNELS or isinstance(self.in_channels, bool):
+            raise ValueError(f"in_channels must be 3 (RGB) or 4 (RGBA), got {self.in_channels!r}")
+        if self.emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (sines and cosines), got {self.emb_dim}")
+        if not isinstance(self.self_condition, bool):
+            raise ValueError(f"self_condition must be true or false, got {self.self_condition!r}")
+        for name in ("channels", "attention"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(
+                    f"{name} must be a list of whole numbers, got {getattr(self, name)!r}"
+                )
+        check_whole("the number of levels (channels)", len(self.channels), *BOUNDS["levels"])
+        self.channels = tuple(
+            check_whole("channels", c, *BOUNDS["channels"]) for c in self.channels
+        )
         levels = len(self.channels)
+        self.attention = tuple(
+            check_whole("attention levels", a, 0, levels - 1) for a in self.attention
+        )
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
-        if any(not 0 <= level < levels for level in self.attention):
-            raise ValueError(f"attention levels must lie in 0..{levels - 1}, got {self.attention}")
         if self.resolution % 2 ** (levels - 1):
             raise ValueError(f"resolution {self.resolution} must be divisible by 2^{levels - 1}")
         if any(c % self.groups for c in self.channels):
             raise ValueError(f"every channel count must be divisible by groups={self.groups}")
+        for level in self.attention:
+            c = self.channels[level]
+            if c % max(1, c // HEAD_DIM):
+                raise ValueError(
+                    f"attention at level {level}: its {c} channels must split evenly into "
+                    f"{max(1, c // HEAD_DIM)} heads"
+                )
+
+    @classmethod
+    def from_dict(cls, fields: Any) -> UnetConfig:
+        """The config saved by :meth:`to_dict` (a model's config.json "model"), checked: a
+        ValueError names the first field that is unknown, of the wrong type or out of bounds."""
+        if not isinstance(fields, dict):
+            raise ValueError(f"the model config must be a JSON object, got {type(fields).__name__}")
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"the model config has unknown fields {unknown}")
+        return cls(**fields)
+
+    def parameter_count(self) -> int:
+        """The number of weights a ContextUnet of this config holds, counted without
+        allocating them (the network is built on PyTorch's meta device)."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in ContextUnet(self).parameters())
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,10 +143,43 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([args.sin(), args.cos()], dim=1)
 
 
+# Whether 3x3 convolutions wrap around; a context variable, so that it holds for the calls of the
+# thread that set it and a run beside it on the same network keeps zero padding.
+_WRAP: ContextVar[bool] = ContextVar("wrap", default=False)
+
+
+@contextmanager
+def circular_padding(model: nn.Module) -> Iterator[None]:
+    """Within the block (in this thread), ``model``'s 3x3 convolutions pad with the pixels of the
+    opposite edge instead of zeros, so the network sees its picture as a torus and what it draws
+    tiles: the left edge continues the right one and the top the bottom. ValueError for a
+    network without such convolutions (any but a ContextUnet)."""
+    if not any(isinstance(m, _Conv3x3) for m in model.modules()):
+        raise ValueError("tileable sampling needs a ContextUnet, whose convolutions can wrap")
+    token = _WRAP.set(True)
+    try:
+        yield
+    finally:
+        _WRAP.reset(token)
+
+
+class _Conv3x3(nn.Conv2d):
+    """A 3x3 convolution padded by one pixel: zeros, or the opposite edge within
+    :func:`circular_padding`. Its weights are named as nn.Conv2d's, so saved models load."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _WRAP.get():
+            return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), self.weight, self.bias)
+        return super().forward(x)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the pixels of a feature map, as a residual branch."""
 
-    def __init__(self, channels: int, groups: int, head_dim: int = 32) -> None:
+    def __init__(self, channels: int, groups: int, head_dim: int = HEAD_DIM) -> None:
         super().__init__()
         self.heads = max(1, channels // head_dim)
         self.norm = nn.GroupNorm(groups, channels)
@@ -102,10 +207,10 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, attention: bool = False):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = _Conv3x3(cin, cout)
         self.emb = nn.Linear(emb_dim, 2 * cout)
         self.norm2 = nn.GroupNorm(groups, cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = _Conv3x3(cout, cout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         # Start each block as the identity so a deep net trains stably from the first step.
         nn.init.zeros_(self.conv2.weight)
@@ -147,7 +252,7 @@ class ContextUnet(nn.Module):
             nn.init.zeros_(self.text_mlp[-1].weight)
             nn.init.zeros_(self.text_mlp[-1].bias)
         stem_in = 2 * c.in_channels if c.self_condition else c.in_channels
-        self.stem = nn.Conv2d(stem_in, ch[0], 3, padding=1)
+        self.stem = _Conv3x3(stem_in, ch[0])
 
         self.down = nn.ModuleList()
         skips, cin = [], ch[0]
@@ -176,7 +281,7 @@ class ContextUnet(nn.Module):
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
         self.out = nn.Sequential(
-            nn.GroupNorm(c.groups, cin), nn.SiLU(), nn.Conv2d(cin, c.in_channels, 3, padding=1)
+            nn.GroupNorm(c.groups, cin), nn.SiLU(), _Conv3x3(cin, c.in_channels)
         )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)

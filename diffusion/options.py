@@ -23,6 +23,7 @@ MAX_SEED = 2**32 - 1  # what a person types; a browser's number box also keeps i
 MAX_GUIDANCE = 10.0  # beyond this every model tried here drew saturated blobs
 MAX_SPRITES = 1024  # sprites in one call of the pipeline
 MAX_RESAMPLE = 10  # RePaint's jump-backs per step; each one costs a full step
+MAX_RERANK = 16  # candidates per sprite for best-of-N; each one costs a whole run
 GUIDES = ("both", "label", "text")
 # A model without a config (built in code) samples with these; every shipped model's config
 # names its own measured sampler and steps (benchmarks/steps.py).
@@ -43,6 +44,12 @@ class SamplingOptions:
     prompt: str | list[str] | None = None
     guide: str = "both"
     background: render.Colour | None = None  # composite RGBA sprites onto this colour
+    guidance_text: float | None = None  # the text's own scale; None: one scale, ``guide``
+    negative_prompt: str | list[str] | None = None  # the text guidance steers away from
+    rerank: int = 1  # candidates per sprite; SpriteCLIP keeps the best match to the prompt
+    palette_lock: bool = False  # palette=k: one k-colour palette for the whole batch
+    tileable: bool = False  # circular padding: tiles whose opposite edges continue each other
+    outline: render.Colour | None = None  # a one-pixel outline around RGBA sprites
 
     def validate(self, schedule: Schedule, n: int = 1) -> SamplingOptions:
         """Check every choice (for ``n`` sprites); return the options with the sampler's
@@ -66,17 +73,66 @@ class SamplingOptions:
             raise ValueError(f"guide must be one of {GUIDES}, got {self.guide!r}")
         if self.guide == "text" and self.prompt is None:
             raise ValueError("guide='text' needs a prompt=")
+        self._check_text_guidance()
+        check_rerank(self.rerank)
+        if self.rerank > 1 and self.prompt is None:
+            raise ValueError(
+                "rerank= keeps the candidate that best matches the prompt: give a prompt="
+            )
+        if self.rerank * n > MAX_SPRITES:
+            raise ValueError(
+                f"rerank={self.rerank} draws {self.rerank * n} sprites for n={n}; "
+                f"at most {MAX_SPRITES} in one call"
+            )
         if self.background is not None:
             render.parse_colour(self.background)
-        return replace(self, sampler=sampler, steps=int(steps), guidance=float(self.guidance))
+        render.check_lock(self.palette, self.palette_lock)
+        if not isinstance(self.tileable, (bool, np.bool_)):
+            raise ValueError(f"tileable must be True or False, got {self.tileable!r}")
+        if self.outline is not None:
+            render.parse_colour(self.outline)
+        return replace(
+            self,
+            sampler=sampler,
+            steps=int(steps),
+            guidance=float(self.guidance),
+            guidance_text=None if self.guidance_text is None else float(self.guidance_text),
+            rerank=int(self.rerank),
+        )
+
+    def _check_text_guidance(self) -> None:
+        """guidance_text and negative_prompt: each must have a branch of guidance to act in."""
+        if self.guidance_text is not None:
+            _check_number("guidance_text", self.guidance_text, 0.0, MAX_GUIDANCE)
+            if self.prompt is None:
+                raise ValueError("guidance_text= scales the prompt's guidance: give a prompt=")
+            if self.guide != "both":
+                raise ValueError(
+                    "guidance_text= gives the text its own scale beside guidance= for the label; "
+                    f"it takes guide='both' (the default), got guide={self.guide!r}"
+                )
+        if self.negative_prompt is None:
+            return
+        if self.guide == "label":
+            raise ValueError(
+                "negative_prompt= replaces the text of guidance's unconditional branch, which "
+                "guide='label' keeps as the prompt: use guide='both' or 'text'"
+            )
+        if self.guidance == 1 and self.guidance_text in (None, 1):
+            raise ValueError(
+                "negative_prompt= acts through guidance, and guidance 1 is the conditional "
+                "model alone: set guidance or guidance_text to another value"
+            )
 
     def calls(self) -> int:
-        """Network calls of one run (a guided call counts once: it is one batched pass)."""
+        """Network calls of one run (a guided call counts once: it is one batched pass of
+        every branch)."""
         return SAMPLERS[canonical_sampler(self.sampler or "")].calls(int(self.steps or 0))
 
     def work(self, n: int, resample: int = 1) -> int:
-        """Sprite-steps of a run of ``n`` sprites: what a request costs, for budgets."""
-        return self.calls() * n * resample
+        """Sprite-steps of a run of ``n`` sprites (``rerank`` candidates each): what a request
+        costs, for budgets."""
+        return self.calls() * n * resample * self.rerank
 
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of ``SpritePipeline.stream``."""
@@ -133,6 +189,14 @@ def check_resample(resample: Any) -> None:
         raise ValueError(f"resample must be an integer, got {resample!r}")
     if not 1 <= resample <= MAX_RESAMPLE:
         raise ValueError(f"resample must be 1 to {MAX_RESAMPLE}, got {resample}")
+
+
+def check_rerank(rerank: Any) -> None:
+    """Raise ValueError unless ``rerank`` is a whole number of candidates per sprite in range."""
+    if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)):
+        raise ValueError(f"rerank must be a whole number of candidates, got {rerank!r}")
+    if not 1 <= rerank <= MAX_RERANK:
+        raise ValueError(f"rerank must be 1 to {MAX_RERANK} candidates per sprite, got {rerank}")
 
 
 def _check_number(name: str, value: Any, low: float, high: float) -> None:

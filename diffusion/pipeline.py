@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
 import safetensors.torch
 import torch
 from PIL import Image
@@ -27,7 +29,14 @@ from . import objectives, render
 from .device import bf16_is_fast, configure_cpu_threads, default_device
 from .files import atomic_write
 from .hub import resolve_model_dir
-from .model import ContextUnet, UnetConfig
+from .model import (
+    BOUNDS,
+    MAX_PARAMETERS,
+    ContextUnet,
+    UnetConfig,
+    check_whole,
+    circular_padding,
+)
 from .options import (
     FALLBACK,
     MAX_SEED,
@@ -64,6 +73,42 @@ class Frame:
     x: np.ndarray  # the noisy state
     x0: np.ndarray  # the model's current guess of the clean sprite
     seed: int
+    # The last frame of a run with a prompt: SpriteCLIP's score (n,) of each sprite against
+    # its prompt (see SpriteCLIP.score).
+    scores: np.ndarray | None = None
+    # The last frame of a best-of-N run (rerank > 1): which rows of the earlier frames, which
+    # hold every candidate, its n sprites are.
+    picked: np.ndarray | None = None
+    branches: Branches | None = None  # guidance taken apart, with stream(branches=True)
+
+
+@dataclass(frozen=True)
+class Branches:
+    """Classifier-free guidance at one step taken apart (``stream(branches=True)``), at the
+    step's first network call: the noisy input ``x`` (uint8 images like ``Frame.x``); the
+    noise the model predicts from it with the condition (label and prompt) and without it,
+    float32 (n, H, W, C) in the model's channels, and the guided estimate the sampler used;
+    beside each, the clean sprite it implies, x - sigma * eps, as uint8 images like
+    ``Frame.x0``."""
+
+    x: np.ndarray
+    eps_cond: np.ndarray
+    eps_uncond: np.ndarray
+    eps: np.ndarray
+    x0_cond: np.ndarray
+    x0_uncond: np.ndarray
+    x0: np.ndarray
+
+    @property
+    def difference(self) -> np.ndarray:
+        """eps_cond - eps_uncond: what the condition changes in the prediction."""
+        return self.eps_cond - self.eps_uncond
+
+    @property
+    def guidance_term(self) -> np.ndarray:
+        """What guidance adds to the unconditional estimate: eps - eps_uncond, which with one
+        scale g is g * :attr:`difference`."""
+        return self.eps - self.eps_uncond
 
 
 class SpritePipeline:
@@ -104,15 +149,22 @@ class SpritePipeline:
 
     def options(self, n: int = 1, **choices: Any) -> SamplingOptions:
         """Validated sampling options for ``n`` sprites of this model: ``choices`` (sampler,
-        steps, guidance, eta, spacing, palette, seed, prompt, guide) with the unset ones taken
-        from the model's defaults. Raises ValueError naming the first bad choice."""
+        steps, guidance, eta, spacing, palette, seed, prompt, guide, guidance_text,
+        negative_prompt, rerank, ...) with the unset ones taken from the model's defaults.
+        Raises ValueError naming the first bad choice."""
         if choices.get("steps") is None:  # a sampler's measured steps, within this schedule
             sampler = choices.get("sampler") or self.defaults["sampler"]
             choices["steps"] = self.default_steps(sampler)
         options = resolve(self.defaults, SamplingOptions(**choices)).validate(self.schedule, n)
         render.check_palette(options.palette, self.palette)
+        if options.outline is not None and not self.rgba:
+            raise ValueError("outline= goes around transparent sprites: it needs an RGBA model")
+        if options.tileable and not isinstance(self.model, ContextUnet):
+            raise ValueError("tileable=True needs a ContextUnet, whose convolutions can wrap")
         if options.prompt is not None:
             self._prompts(options.prompt, n)
+        if options.negative_prompt is not None:
+            self._prompts(options.negative_prompt, n, "negative_prompt")
         return options
 
     @property
@@ -142,31 +194,43 @@ class SpritePipeline:
     def from_pretrained(
         cls, name_or_path: str | os.PathLike | None = None, *, device: str | None = None
     ) -> SpritePipeline:
-        """Load a model folder (config.json + model.safetensors) or a Hub model repo id."""
+        """Load a model folder (config.json + model.safetensors) or a Hub model repo id.
+
+        A folder is checked before anything is allocated: every config field (types and
+        :data:`diffusion.model.BOUNDS`), the labels, the schedule, and the names and shapes of
+        the weights read from the safetensors header; weights that are NaN or infinite are
+        refused once read. Raises ValueError naming the file and what is wrong in it.
+        """
         folder = resolve_model_dir(DEFAULT_MODEL if name_or_path is None else name_or_path)
         config_path, weights_path = folder / "config.json", folder / "model.safetensors"
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{folder} is not a model folder: {path.name} is missing")
-        config = json.loads(config_path.read_text())
+        config = read_config(config_path)
         if config.get("format") != FORMAT:
             raise ValueError(f"{config_path}: not a {FORMAT} config ({config.get('format')=})")
-        model = ContextUnet(UnetConfig(**config["model"]))
+        try:
+            unet = UnetConfig.from_dict(config.get("model"))
+            schedule = _schedule_of(config.get("schedule"))
+            labels = _labels_of(config.get("labels"), unet.num_labels)
+            defaults = config.get("sampling")
+            if defaults is not None and not isinstance(defaults, dict):
+                raise ValueError("sampling must be a JSON object of default choices")
+            palette = _palette_of(config["palette"]) if "palette" in config else None
+        except ValueError as err:
+            raise ValueError(f"{config_path}: {err}") from None
+        _check_weights(unet, weights_path)
+        model = ContextUnet(unet)
         safetensors.torch.load_model(model, weights_path, device="cpu")
+        _check_finite(model, weights_path)
         text_encoder = None
         if model.config.text_dim:
             text_encoder = SpriteCLIP.from_pretrained(folder / TEXT_ENCODER)
         pipe = cls(
-            model,
-            Schedule.from_config(config["schedule"]),
-            config["labels"],
-            device=device,
-            defaults=config.get("sampling"),
-            text_encoder=text_encoder,
+            model, schedule, labels, device=device, defaults=defaults, text_encoder=text_encoder
         )
         pipe.config = config
-        if "palette" in config:
-            pipe.palette = render.palette_from_hex(config["palette"])
+        pipe.palette = palette
         return pipe
 
     def save_pretrained(
@@ -236,19 +300,19 @@ class SpritePipeline:
             return None
         return self.text_encoder.encode_text(self._prompts(prompt, n)).expand(n, -1)
 
-    def _prompts(self, prompt: str | Sequence[str], n: int) -> list[str]:
-        """The prompt as a list of 1 or n descriptions, checked; ValueError says what is wrong
-        (a label-only model, an empty text, too many word pieces)."""
+    def _prompts(self, prompt: str | Sequence[str], n: int, name: str = "prompt") -> list[str]:
+        """The prompt (or the ``name`` one) as a list of 1 or n descriptions, checked;
+        ValueError says what is wrong (a label-only model, an empty text, too many pieces)."""
         if self.text_encoder is None:
             raise ValueError(
-                "this model takes no prompt: it was trained on labels only; "
+                f"this model takes no {name}: it was trained on labels only; "
                 "load a text model (see the README) or use context="
             )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not all(isinstance(p, str) for p in prompts) or len(prompts) not in (1, n):
-            raise ValueError(f"prompt must be a string or a list of {n} strings")
+            raise ValueError(f"{name} must be a string or a list of {n} strings")
         if not all(p.strip() for p in prompts):
-            raise ValueError("the prompt is empty: describe the sprite in a few words")
+            raise ValueError(f"the {name} is empty: describe the sprite in a few words")
         self.text_encoder.tokenize(prompts)  # refuses descriptions of too many word pieces
         return prompts
 
@@ -259,45 +323,73 @@ class SpritePipeline:
         timestep: dict[float, float],
         text: Tensor | None = None,
         guide: str = "both",
+        tileable: bool = False,
+        guidance_text: float | None = None,
+        negative: Tensor | None = None,
+        record: list[tuple[Tensor, ...]] | None = None,
     ):
         """eps(x, sigma) in the sigma view, with batched classifier-free guidance.
 
-        ``guide`` says what guidance pushes towards: the unconditional half of the batch drops
-        the label and the text ("both"), or only the one named. ``timestep`` maps the sigmas a
-        sampler walks to their timesteps, so that the usual case is a lookup rather than an
-        inversion of the schedule. A v-predicting network's output is turned into eps; a
-        self-conditioned one is fed its previous x0 estimate.
+        ``guide`` says what guidance pushes towards: the unconditional branch drops the label
+        and the text ("both"), or only the one named; ``guidance_text`` gives the text its own
+        scale, and ``negative`` (a negative prompt's embedding) stands in for "no text" (see
+        :func:`_guidance`). Every branch runs in one batched network call. ``timestep`` maps
+        the sigmas a sampler walks to their timesteps, so that the usual case is a lookup
+        rather than an inversion of the schedule. A v-predicting network's output is turned
+        into eps; a self-conditioned one is fed its previous x0 estimate. ``tileable`` runs the
+        network with circular padding (see :func:`diffusion.model.circular_padding`). Given a
+        ``record`` list, every call appends (x, sigma, eps_cond, eps_uncond, eps), running
+        both branches whatever the scale.
         """
-        drop_label, drop_text = guide != "text", text is not None and guide != "label"
-        guided = guidance != 1 and ((drop_label and bool(context.any())) or drop_text)
-        if guided:
-            context = torch.cat([context, torch.zeros_like(context) if drop_label else context])
-            if text is not None:
-                text = torch.cat([text, torch.zeros_like(text) if drop_text else text])
+        plan = _guidance(
+            guidance,
+            guidance_text,
+            guide,
+            bool(context.any()),
+            text is not None,
+            negative is not None,
+            split=record is not None,
+        )
+        if record is not None and plan.cond == plan.uncond:
+            raise ValueError("branches=True needs something to guide by: a label or a prompt")
+        copies = len(plan.branches)
+        if text is not None or negative is not None:
+            blank = torch.zeros_like(text if text is not None else negative)
+            words = {"prompt": blank if text is None else text, "none": blank}
+            if negative is not None:
+                words["none"] = negative
+            text = torch.cat([words[w] for _, w in plan.branches])
+        context = torch.cat(
+            [context if label else torch.zeros_like(context) for label, _ in plan.branches]
+        )
         config = getattr(self.model, "config", None)
         prediction = getattr(config, "prediction", "eps")
         self_condition = getattr(config, "self_condition", False)
         x0_prev: Tensor | None = None
         bf16 = self.bf16
+        network = _tiling(self.model) if tileable else self.model
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             nonlocal x0_prev
             model_in = objectives.vp_input(x, sigma)
-            if guided:
-                model_in = torch.cat([model_in, model_in])
+            if copies > 1:
+                model_in = torch.cat([model_in] * copies)
             s = float(sigma)
             t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
             t = torch.full((len(model_in),), t, device=self.device)
             extra = {"text": text} if text is not None else {}
             if self_condition:
                 prev = torch.zeros_like(x) if x0_prev is None else x0_prev
-                extra["x0_prev"] = torch.cat([prev, prev]) if guided else prev
+                extra["x0_prev"] = torch.cat([prev] * copies)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                out = self.model(model_in, t, context, **extra).float()
+                out = network(model_in, t, context, **extra).float()
             eps = objectives.eps_from_output(prediction, out, model_in, 1 / (1 + sigma**2))
-            if guided:
-                cond, uncond = eps.chunk(2)
-                eps = uncond + guidance * (cond - uncond)
+            if copies > 1:
+                parts = eps.chunk(copies)
+                eps = plan.combine(parts)
+                if record is not None:
+                    of = dict(zip(plan.branches, parts, strict=True))
+                    record.append((x, sigma, of[plan.cond], of[plan.uncond], eps))
             if self_condition:
                 x0_prev = (x - sigma * eps).clamp(-1, 1)
             return eps
@@ -324,6 +416,13 @@ class SpritePipeline:
         prompt: str | Sequence[str] | None = None,
         guide: str = "both",
         background: render.Colour | None = None,
+        palette_lock: bool = False,
+        tileable: bool = False,
+        outline: render.Colour | None = None,
+        guidance_text: float | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        rerank: int = 1,
+        branches: bool = False,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
 
@@ -331,7 +430,16 @@ class SpritePipeline:
         a text model only, see :attr:`supports_text`), alongside ``context``. ``guide`` says
         what ``guidance`` follows: "both" (label and prompt), "label" or "text". Words the model
         never saw in training are read as word pieces; :meth:`unknown_words` lists them and a
-        warning names them.
+        warning names them. ``guidance_text`` gives the prompt its own guidance scale, and
+        ``guidance`` is then the label's (dual guidance, see :func:`_guidance`);
+        ``negative_prompt`` ("blurry", or n of them) is what guidance steers away from: it
+        takes the place of "no text" in the unconditional branch.
+
+        ``rerank=N`` (best of N) draws N candidates of each sprite and keeps the one whose
+        SpriteCLIP score against its prompt is highest: the frames before the last hold all
+        n·N candidates (sprite i's in rows i·N to i·N + N − 1), the last frame the n kept, with
+        ``Frame.picked`` (their rows) and ``Frame.scores``. The last frame of any run with a
+        prompt carries ``Frame.scores``.
 
         ``noise`` (n, C, H, W) is the start noise x_T ~ N(0, I), in place of the seed's draw
         (the seed still drives any later noise): for reproducing a run, or for interpolating.
@@ -351,10 +459,18 @@ class SpritePipeline:
           step then runs on its own, so multistep samplers take their first-order step).
 
         ``palette`` is the output stage of the last frame (see ``render.apply_palette``): None
-        for the raw pixels, "data" to snap to the training palette, or k colours per sprite.
+        for the raw pixels, "data" to snap to the training palette, k colours per sprite (with
+        ``palette_lock``, k in the whole batch), or a fixed palette: a name ("db16", "db32",
+        "pico8", "gameboy"), a list of "#rrggbb" or a .hex/.gpl/.png file (see
+        :mod:`diffusion.palettes`). ``outline`` ("#rrggbb") then draws a one-pixel outline
+        around each RGBA sprite's opaque pixels. ``tileable`` samples with circular padding, so
+        each sprite tiles: its left edge continues its right edge and its top its bottom.
         A model of transparency (:attr:`rgba`) yields RGBA frames with hard alpha; ``background``
         ("#rrggbb", "white" or (r, g, b)) composites them onto that colour and yields RGB. An
         RGB model's sprites are on white already, and ``background`` leaves them so.
+
+        ``branches=True`` adds :class:`Branches` to every frame: guidance taken apart, the
+        conditional and unconditional predictions (both run at any scale, 1 and 0 included).
 
         The same seed gives the same pixels: all noise comes from a CPU generator, so a seed
         means the same on every device. ``seed=None`` draws one (see ``Frame.seed``).
@@ -371,10 +487,20 @@ class SpritePipeline:
             prompt=prompt,
             guide=guide,
             background=background,
+            palette_lock=palette_lock,
+            tileable=tileable,
+            outline=outline,
+            guidance_text=guidance_text,
+            negative_prompt=negative_prompt,
+            rerank=rerank,
         )
         sampler, steps, guidance = opts.sampler, opts.steps, opts.guidance
+        rerank = opts.rerank
+        if rerank > 1 and noise is not None:
+            raise ValueError("rerank= draws each candidate's own start noise: it takes no noise=")
         seed = int(torch.randint(0, MAX_SEED + 1, ())) if seed is None else int(seed)
-        text = self.encode_prompt(prompt, n)
+        text = _candidates(self.encode_prompt(prompt, n), rerank)
+        negative = _candidates(self.encode_prompt(negative_prompt, n), rerank)
         if unknown := self.unknown_words(prompt or []):
             warnings.warn(
                 f"words not seen in training, read as word pieces: {', '.join(unknown)}",
@@ -383,10 +509,11 @@ class SpritePipeline:
             )
         start_noise = self._start_noise(noise, n)
         source, keep, strength = self._edit_inputs(image, strength, mask, resample, n)
+        source, keep = _candidates(source, rerank), _candidates(keep, rerank)
         spec = SAMPLERS[sampler]
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
 
-        ctx = self.encode_context(context, n)
+        ctx = _candidates(self.encode_context(context, n), rerank)
         sigmas = self.schedule.sigmas(steps, opts.spacing)
         # SDEdit runs only the last round(strength * steps) steps of the schedule.
         run = max(1, round(strength * steps))
@@ -396,7 +523,7 @@ class SpritePipeline:
         def draw(shape: torch.Size) -> Tensor:
             return torch.randn(shape, generator=generator).to(self.device)
 
-        shape = (n, self.channels, self.resolution, self.resolution)
+        shape = (n * rerank, self.channels, self.resolution, self.resolution)
         x_T = draw(torch.Size(shape)) if start_noise is None else start_noise
         sig = sigmas.float().to(self.device)
         if run == steps or source is None:
@@ -406,13 +533,17 @@ class SpritePipeline:
             x = source + sig[0] * x_T
         ts = self.schedule.t_from_sigma(sigmas).tolist()
         timestep = dict(zip(sig.tolist(), ts, strict=True))
-        denoise = self._denoiser(ctx, guidance, timestep, text, guide)
+        record: list[tuple[Tensor, ...]] | None = [] if branches else None
+        denoise = self._denoiser(
+            ctx, guidance, timestep, text, guide, tileable, opts.guidance_text, negative, record
+        )
         if keep is not None:
             denoise = _repaint(denoise, source, keep, draw)
         if resample > 1:
             steps_iter = _resampled(spec.fn, denoise, x, sig, draw, resample, options)
         else:
             steps_iter = spec.fn(denoise, x, sig, draw, **options)
+        scores = picked = None
         for i, (x, x0) in enumerate(steps_iter, start=1):
             if keep is not None:  # show the known pixels as the image at this noise level
                 x = torch.where(keep, source + sig[i] * x_T, x)
@@ -420,18 +551,38 @@ class SpritePipeline:
             x_img = render.model_output(render.to_uint8(objectives.vp_input(x, sig[i])))
             x0_img = render.model_output(render.to_uint8(x0))
             if i == run:
-                x_img = render.apply_palette(x_img, palette, self.palette)
-                x0_img = render.apply_palette(x0_img, palette, self.palette)
+                x_img = render.apply_palette(x_img, palette, self.palette, palette_lock)
+                x0_img = render.apply_palette(x0_img, palette, self.palette, palette_lock)
                 if keep is not None:  # the palette stage must not touch what was kept
                     known = render.model_output(render.to_uint8(source))
                     kept = keep.cpu().numpy().transpose(0, 2, 3, 1)[..., 0]
                     x_img[kept] = x0_img[kept] = known[kept]
+                if outline is not None:
+                    x_img, x0_img = render.outline(x_img, outline), render.outline(x0_img, outline)
+                if prompt is not None:
+                    scores = self._scores(x_img, prompt, n, rerank)
+                    best = scores.argmax(1) + rerank * np.arange(n)
+                    scores = scores.max(1)
+                    if rerank > 1:
+                        picked, x_img, x0_img = best, x_img[best], x0_img[best]
             if background is not None and self.rgba:
                 x_img, x0_img = (
                     render.composite(x_img, background),
                     render.composite(x0_img, background),
                 )
-            yield Frame(i, run, ts[i], x_img, x0_img, int(seed))
+            parts = None
+            if record:
+                parts = _branches(record[0], background if self.rgba else None)
+                record.clear()
+            yield Frame(i, run, ts[i], x_img, x0_img, int(seed), scores, picked, parts)
+
+    def _scores(
+        self, images: np.ndarray, prompt: str | Sequence[str], n: int, rerank: int
+    ) -> np.ndarray:
+        """SpriteCLIP's score of each of the n·rerank ``images`` against its prompt, (n, rerank)."""
+        prompts = self._prompts(prompt, n)
+        texts = prompts if len(prompts) == 1 else [p for p in prompts for _ in range(rerank)]
+        return self.text_encoder.score(images, texts).float().cpu().numpy().reshape(n, rerank)
 
     def _edit_inputs(
         self, image: Any, strength: float | None, mask: Any, resample: int, n: int
@@ -502,6 +653,11 @@ class SpritePipeline:
             raise ValueError(f"frames must be between 2 and 256, got {frames}")
         if "n" in options or "noise" in options or "seed" in options:
             raise ValueError("interpolate sets n, noise and seed itself")
+        if options.get("rerank", 1) != 1:
+            raise ValueError(
+                "a morph's frames are fixed by its two seeds, so there are no candidates to "
+                "rerank: pick each end's seed with generate(..., rerank=N) first"
+            )
         sampler = canonical_sampler(options.get("sampler") or self.defaults["sampler"])
         spec = SAMPLERS[sampler]
         if spec.draws_noise(0.0) or options.get("eta"):
@@ -538,6 +694,203 @@ class SpritePipeline:
         transparency unless ``background=`` is given. Options as for :meth:`stream`."""
         *_, last = self.stream(context, n, **options)
         return last.x  # the last step lands on t = 0: the clean sprite
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A config.json as a dict, or a ValueError naming the file: not JSON, or not an object."""
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(config).__name__}")
+    return config
+
+
+def _schedule_of(section: Any) -> Schedule:
+    """The config's "schedule" section as a Schedule; its T within BOUNDS, so that no schedule
+    larger than any model's is ever allocated."""
+    if not isinstance(section, dict):
+        raise ValueError("schedule must be a JSON object such as {'kind': 'linear', 'T': 500}")
+    check_whole("schedule T", section.get("T"), *BOUNDS["T"])
+    try:
+        return Schedule.from_config(section)
+    except TypeError as err:  # an unknown parameter, or a parameter of the wrong type
+        raise ValueError(f"schedule {section.get('kind')!r}: {err}") from None
+
+
+def _labels_of(labels: Any, count: int) -> list[str]:
+    if not (isinstance(labels, list) and all(isinstance(x, str) and x for x in labels)):
+        raise ValueError("labels must be a list of label names")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels has duplicates: {labels}")
+    if len(labels) != count:
+        raise ValueError(f"{len(labels)} labels, but the model's num_labels is {count}")
+    return labels
+
+
+def _palette_of(colours: Any) -> np.ndarray:
+    hex_colour = re.compile(r"#[0-9a-fA-F]{6}")
+    if not (
+        isinstance(colours, list)
+        and colours
+        and all(isinstance(c, str) and hex_colour.fullmatch(c) for c in colours)
+    ):
+        raise ValueError("palette must be a list of colours like '#1a2b3c'")
+    return render.palette_from_hex(colours)
+
+
+def _check_weights(config: UnetConfig, path: Path) -> None:
+    """The tensors of the safetensors file at ``path`` against the network ``config``
+    describes, by name and shape, from the file's header alone (nothing is allocated)."""
+    if (count := config.parameter_count()) > MAX_PARAMETERS:
+        raise ValueError(
+            f"{path.parent / 'config.json'}: that network has {count:,} weights; the most "
+            f"a model may have is {MAX_PARAMETERS:,}"
+        )
+    with torch.device("meta"):
+        wanted = {k: tuple(v.shape) for k, v in ContextUnet(config).state_dict().items()}
+    try:
+        with safetensors.safe_open(path, "pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (safetensors.SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    labels = found.get("label_emb.weight")
+    if labels is not None and len(labels) == 2 and labels[1] != config.num_labels:
+        raise ValueError(
+            f"{path}: the weights were trained with {labels[1]} labels, but config.json has "
+            f"{config.num_labels}"
+        )
+    missing, unexpected = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: the weights are not the network config.json describes (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, shape in wanted.items():
+        if found[name] != shape:
+            raise ValueError(
+                f"{path}: {name} is {found[name]}, but config.json's network needs {shape}"
+            )
+
+
+def _check_finite(model: nn.Module, path: Path) -> None:
+    for name, tensor in model.state_dict().items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: {name} holds NaN or infinite values; the weights are broken")
+
+
+Branch = tuple[bool, str]  # (with the label?, "prompt" or "none"): one input of guidance
+
+
+@dataclass(frozen=True)
+class _Guidance:
+    """The branches one guided step runs (in this order, in one batch) and how their noise
+    estimates add up: eps[base] + the sum of scale * (eps[plus] - eps[minus]) over terms."""
+
+    branches: tuple[Branch, ...]
+    base: Branch
+    terms: tuple[tuple[float, Branch, Branch], ...]
+    cond: Branch  # everything the run is conditioned on
+    uncond: Branch  # what guidance pushes away from
+
+    def combine(self, eps: Sequence[Tensor]) -> Tensor:
+        of = dict(zip(self.branches, eps, strict=True))
+        out = of[self.base]
+        for scale, plus, minus in self.terms:
+            out = out + scale * (of[plus] - of[minus])
+        return out
+
+
+def _guidance(
+    guidance: float,
+    guidance_text: float | None,
+    guide: str,
+    label: bool,
+    prompt: bool,
+    negative: bool,
+    split: bool = False,
+) -> _Guidance:
+    """Classifier-free guidance (Ho & Salimans 2022) for a run with or without a ``label``,
+    ``prompt`` and ``negative`` prompt; ∅ below is "no text", or the negative prompt when there
+    is one (as in Stable Diffusion, whose negative prompt replaces the unconditional text).
+
+    One scale g (``guidance_text`` None): eps = eps(u) + g (eps(label, prompt) - eps(u)), where
+    the unconditional u drops what ``guide`` names: (no label, ∅) for "both", (label, ∅) for
+    "text", (no label, prompt) for "label".
+
+    Two scales, g_l = ``guidance`` and g_t = ``guidance_text``: InstructPix2Pix's dual guidance
+    (Brooks et al. 2023), which pushes from nothing to the label, then from the label to the
+    label and the prompt:
+    eps = eps(-, ∅) + g_l (eps(label, ∅) - eps(-, ∅)) + g_t (eps(label, prompt) - eps(label, ∅)).
+    g_t = 0 is label guidance alone, as without a prompt; g_l = 1 is guide="text" at scale g_t.
+
+    Branches that are the same input (no label; neither prompt nor negative) are merged, terms of
+    scale 0 dropped, and a first term of scale 1 replaces its base, so that a step runs as few
+    branches as its sum needs: guidance 1 runs the conditional network alone. ``split`` keeps
+    every branch and term, so that the conditional and unconditional estimates can be shown.
+    """
+
+    def branch(with_label: bool, text: str) -> Branch:
+        return with_label and label, text if prompt or negative else "none"
+
+    full, empty, label_only = branch(True, "prompt"), branch(False, "none"), branch(True, "none")
+    if guidance_text is not None:
+        base = empty
+        terms = [(guidance, label_only, empty), (guidance_text, full, label_only)]
+    else:
+        base = {"both": empty, "text": label_only, "label": branch(False, "prompt")}[guide]
+        terms = [(guidance, full, base)]
+    uncond = base
+    if not split:
+        terms = [term for term in terms if term[0] != 0 and term[1] != term[2]]
+        while terms and terms[0][0] == 1 and terms[0][2] == base:
+            base = terms.pop(0)[1]
+    used = {base, *(b for _, plus, minus in terms for b in (plus, minus))}
+    order = [(True, "prompt"), (True, "none"), (False, "prompt"), (False, "none")]
+    return _Guidance(tuple(b for b in order if b in used), base, tuple(terms), full, uncond)
+
+
+def _branches(call: tuple[Tensor, ...], background: render.Colour | None) -> Branches:
+    """A recorded network call (x, sigma, eps_cond, eps_uncond, eps) as :class:`Branches`."""
+    x, sigma, *eps = call
+
+    def picture(image: Tensor) -> np.ndarray:
+        pixels = render.model_output(render.to_uint8(image))
+        return pixels if background is None else render.composite(pixels, background)
+
+    arrays = [e.permute(0, 2, 3, 1).float().cpu().numpy() for e in eps]
+    noisy = picture(objectives.vp_input(x, sigma))
+    return Branches(noisy, *arrays, *(picture(x - sigma * e) for e in eps))
+
+
+def _candidates(x: Tensor | None, rerank: int) -> Tensor | None:
+    """Per-sprite inputs repeated for each of a sprite's ``rerank`` candidates, side by side."""
+    return x if x is None or rerank == 1 else x.repeat_interleave(rerank, 0)
+
+
+def _tiling(model: nn.Module) -> Callable[..., Tensor]:
+    """``model`` as a network of tiles: circular padding (see
+    :func:`diffusion.model.circular_padding`), and each call sees its input rolled by a new
+    offset and gives its output rolled back. The U-Net is not wholly shift-invariant (its
+    bottleneck map and its pooling grid have fixed places), so without the rolls the fixed
+    places would keep a faint seam where the picture wraps; with them no place is special."""
+    calls = 0
+
+    def network(x: Tensor, t: Tensor, context: Tensor, **extra: Tensor | None) -> Tensor:
+        nonlocal calls
+        h, w = x.shape[-2:]
+        # Steps 5 and 3 are prime to any power-of-two side: every row and column gets its turn.
+        shift = ((5 * calls) % h, (3 * calls) % w)
+        calls += 1
+        extra = {
+            k: torch.roll(v, shift, (-2, -1)) if k == "x0_prev" else v for k, v in extra.items()
+        }
+        with circular_padding(model):
+            out = model(torch.roll(x, shift, (-2, -1)), t, context, **extra)
+        return torch.roll(out, (-shift[0], -shift[1]), (-2, -1))
+
+    return network
 
 
 def _repaint(denoise: EpsModel, source: Tensor, keep: Tensor, draw: Noise) -> EpsModel:

@@ -17,6 +17,7 @@ most k colours with Pillow's quantiser.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from . import palettes
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -86,6 +89,50 @@ def composite(images: np.ndarray, background: Colour = WHITE) -> np.ndarray:
     return np.rint(images[..., :3] * alpha + bg * (1 - alpha)).astype(np.uint8)
 
 
+def outline(images: np.ndarray, colour: Colour = "black") -> np.ndarray:
+    """A one-pixel ``colour`` outline around the opaque silhouette of RGBA sprites (..., H, W,
+    4), outside it: every transparent pixel beside an opaque one (left, right, above or below,
+    as pixel artists draw outlines) becomes opaque ``colour``. Opaque pixels stay as they are."""
+    images = np.asarray(images)
+    if images.shape[-1] != 4:
+        raise ValueError("an outline goes around transparent sprites: it needs RGBA sprites")
+    rgb = parse_colour(colour)
+    opaque = images[..., 3] >= 128
+    beside = np.zeros_like(opaque)
+    beside[..., 1:, :] |= opaque[..., :-1, :]
+    beside[..., :-1, :] |= opaque[..., 1:, :]
+    beside[..., :, 1:] |= opaque[..., :, :-1]
+    beside[..., :, :-1] |= opaque[..., :, 1:]
+    out = images.copy()
+    out[beside & ~opaque] = (*rgb, 255)
+    return out
+
+
+def tile(images: np.ndarray, times: int = 3) -> np.ndarray:
+    """Each (n, H, W, C) sprite repeated ``times`` x ``times`` as one (n, tH, tW, C) picture:
+    how a tile looks laid on a floor, seams included."""
+    return np.tile(np.asarray(images), (1, times, times, 1))
+
+
+def seams(images: np.ndarray) -> tuple[float, float]:
+    """(wrap, interior): the mean colour jump (absolute difference per RGB channel, 0 to 255,
+    on white where transparent) between the pixels that meet when (n, H, W, C) tiles are laid
+    side by side (the last column beside the first, the last row above the first) and, for
+    comparison, between neighbouring pixels inside the tiles. A seamless tile has wrap close
+    to interior."""
+    x = composite(np.asarray(images), WHITE).astype(np.float64)
+    interior = np.concatenate(
+        [np.abs(np.diff(x, axis=-2)).ravel(), np.abs(np.diff(x, axis=-3)).ravel()]
+    )
+    wrap = np.concatenate(
+        [
+            np.abs(x[..., :, 0, :] - x[..., :, -1, :]).ravel(),
+            np.abs(x[..., 0, :, :] - x[..., -1, :, :]).ravel(),
+        ]
+    )
+    return float(wrap.mean()), float(interior.mean())
+
+
 def model_pixels(images: np.ndarray, channels: int) -> np.ndarray:
     """uint8 RGB or RGBA sprites in the pixels a model of ``channels`` (3 or 4) works in.
 
@@ -109,7 +156,9 @@ def model_output(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.shape[-1] == 3 else harden_alpha(pixels)
 
 
-Palette = str | int | None  # None (raw), "data" (the training palette) or k colours
+# None (raw), "data" (the training palette), k colours, or fixed colours (see diffusion.palettes:
+# a name such as "db16", a list of "#rrggbb", a (k, 3) array or a .hex/.gpl/.png file).
+Palette = str | int | Sequence[str] | np.ndarray | os.PathLike | None
 # A colour joins the training palette when it covers at least this share of all pixels; rarer
 # ones are alpha-blend leftovers of the source tiles, not colours an artist chose.
 PALETTE_MIN_SHARE = 1e-4
@@ -175,7 +224,8 @@ def reduce_colours(images: np.ndarray, k: int) -> np.ndarray:
 
 
 def parse_palette(text: str) -> Palette:
-    """A palette stage as written on a command line: "raw" (or "none"), "data" or a count."""
+    """A palette stage as written on a command line: "raw" (or "none"), "data", a count, a
+    palette's name ("db16"), a palette file, or colours "#000000,#ff004d,..."."""
     text = text.strip()
     if text in ("raw", "none"):
         return None
@@ -184,17 +234,31 @@ def parse_palette(text: str) -> Palette:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"a palette stage is raw, data or a colour count, not {text!r}") from None
+        pass
+    palette: Palette = [c for c in text.split(",") if c.strip()] if "," in text else text
+    try:
+        palettes.load(palette)
+    except ValueError as err:
+        raise ValueError(f"a palette stage is raw, data or a colour count, or {err}") from None
+    return palette
 
 
 def palette_name(palette: Palette) -> str:
-    """The stage's name in reports: "raw", "data" or the colour count."""
+    """The stage's name in reports: "raw", "data", the colour count or the fixed palette's."""
+    if palettes.is_fixed(palette):
+        return palettes.describe(palette)
     return "raw" if palette is None else str(palette)
 
 
 def check_palette(palette: Palette, data_colours: np.ndarray | None = None) -> None:
     """Raise ValueError unless ``palette`` is a valid palette-stage choice."""
     if palette is None:
+        return
+    if palettes.is_fixed(palette):
+        try:
+            palettes.load(palette)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ValueError(f"palette must be None, 'data', a colour count, or {err}") from None
         return
     if isinstance(palette, str):
         if palette != "data":
@@ -207,16 +271,44 @@ def check_palette(palette: Palette, data_colours: np.ndarray | None = None) -> N
         raise ValueError(f"a palette colour count must be between 2 and 256, got {palette}")
 
 
+def check_lock(palette: Palette, lock: bool) -> None:
+    """Raise ValueError unless ``palette_lock=lock`` fits ``palette``: a lock needs a count k."""
+    if not isinstance(lock, (bool, np.bool_)):
+        raise ValueError(f"palette_lock must be True or False, got {lock!r}")
+    counted = isinstance(palette, (int, np.integer)) and not isinstance(palette, bool)
+    if lock and not counted:
+        raise ValueError(
+            "palette_lock=True needs palette= a colour count k (one k-colour palette for the "
+            f"whole batch), got {palette_name(palette)!r}"
+        )
+
+
 def apply_palette(
-    images: np.ndarray, palette: Palette, data_colours: np.ndarray | None = None
+    images: np.ndarray,
+    palette: Palette,
+    data_colours: np.ndarray | None = None,
+    lock: bool = False,
 ) -> np.ndarray:
     """The palette stage: ``None`` leaves uint8 sprites as they are, ``"data"`` snaps them to
-    ``data_colours`` (a model's training palette), an int k leaves at most k colours a sprite.
+    ``data_colours`` (a model's training palette), an int k leaves at most k colours a sprite
+    (with ``lock``, at most k in the whole batch: one palette shared by every sprite), and a
+    fixed palette (see :mod:`diffusion.palettes`) snaps them to its colours.
     Only opaque pixels of RGBA sprites are touched: transparent ones have no colour."""
     check_palette(palette, data_colours)
+    check_lock(palette, lock)
     if palette is None:
         return images
     images = np.asarray(images)
+    if lock:
+        palette = palettes.lock(images, int(palette))  # type: ignore[arg-type]
+    if palettes.is_fixed(palette):
+        colours = palettes.load(palette)  # type: ignore[arg-type]
+        if images.shape[-1] == 3:
+            return snap_to_palette(images, colours)
+        out = images.copy()
+        opaque = images[..., 3] >= 128
+        out[..., :3][opaque] = snap_to_palette(images[..., :3][opaque][None], colours)[0]
+        return out
     if images.shape[-1] == 4:
         out = images.copy()
         for sprite in out.reshape(-1, *images.shape[-3:]):
@@ -307,6 +399,102 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> str:
     """Save losslessly as PNG and return the path."""
     image.save(path, format="PNG")
     return os.fspath(path)
+
+
+EXPORT_SCALES = (1, 2, 4, 8)  # the enlargements a game maker downloads, nearest-neighbour
+SHEET_APP = "Sprite Diffusion Studio"  # meta.app of a sheet's JSON, where Aseprite names itself
+Tag = tuple[str, int, int] | tuple[str, int, int, str]  # (name, from, to[, direction])
+DIRECTIONS = ("forward", "reverse", "pingpong")
+
+
+def save_sprites(
+    images: np.ndarray,
+    folder: str | os.PathLike,
+    name: str = "sprite",
+    scales: Sequence[int] = (1,),
+) -> list[str]:
+    """Each of (n, H, W, 3 or 4) uint8 sprites as a PNG of its own at every one of ``scales``
+    (nearest-neighbour; transparent where the sprite is): ``name-01.png`` at 1x,
+    ``name-01@4x.png`` at 4x. Returns the paths, sprite by sprite."""
+    images = np.asarray(images)
+    images = images[None] if images.ndim == 3 else images
+    paths = []
+    for i, sprite in enumerate(images, start=1):
+        for scale in scales:
+            suffix = "" if scale == 1 else f"@{scale}x"
+            path = os.path.join(folder, f"{name}-{i:02d}{suffix}.png")
+            paths.append(save_png(grid(sprite, scale=scale), path))
+    return paths
+
+
+def save_sheet(
+    images: np.ndarray,
+    path: str | os.PathLike,
+    columns: int | None = None,
+    scale: int = 1,
+    *,
+    tags: Sequence[Tag] | None = None,
+    frame_ms: int = 100,
+) -> str:
+    """Write (n, H, W, 3 or 4) uint8 sprites as a sprite sheet a game engine reads: ``path``, a
+    PNG of the sprites side by side without gutters (``columns`` a row, about square by
+    default; enlarged ``scale``x, nearest-neighbour; transparent where they are), and beside it
+    ``path`` with ``.json``, in Aseprite's JSON "array" format: ``frames`` (each sprite's
+    rectangle in the sheet, ``frame_ms`` each) and ``meta`` (``image``, ``size``, ``scale`` and
+    ``frameTags``: the named runs of frames, by default one tag over all frames named after the
+    file). A tag is (name, first frame, last frame) and optionally a direction, "forward",
+    "reverse" or "pingpong". Returns the PNG's path.
+    """
+    images = np.asarray(images)
+    images = images[None] if images.ndim == 3 else images
+    n, h, w, c = images.shape
+    if columns is not None and (isinstance(columns, bool) or columns < 1):
+        raise ValueError(f"columns must be a whole number of at least 1, got {columns!r}")
+    columns = min(columns or math.ceil(math.sqrt(n)), n)
+    sheet = grid(images, scale=scale, cols=columns, gap=0)
+    path = os.fspath(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    tags = [(stem, 0, n - 1)] if tags is None else list(tags)
+    frame_tags = []
+    for tag in tags:
+        name, first, last, *direction = tag
+        direction = direction[0] if direction else "forward"
+        if not 0 <= first <= last < n or direction not in DIRECTIONS:
+            raise ValueError(
+                f"a tag is (name, first, last[, direction]) with 0 <= first <= last < {n} and a "
+                f"direction in {DIRECTIONS}, got {tag!r}"
+            )
+        frame_tags.append({"name": name, "from": first, "to": last, "direction": direction})
+    size = {"w": w * scale, "h": h * scale}
+    frames = []
+    for i in range(n):
+        row, col = divmod(i, columns)
+        frames.append(
+            {
+                "filename": f"{stem} {i}",
+                "frame": {"x": col * size["w"], "y": row * size["h"], **size},
+                "rotated": False,
+                "trimmed": False,
+                "spriteSourceSize": {"x": 0, "y": 0, **size},
+                "sourceSize": size,
+                "duration": int(frame_ms),
+            }
+        )
+    meta = {
+        "app": SHEET_APP,
+        "version": "1",
+        "image": os.path.basename(path),
+        "format": "RGBA8888" if c == 4 else "RGB888",
+        "size": {"w": sheet.width, "h": sheet.height},
+        "scale": str(scale),
+        "frameTags": frame_tags,
+        "layers": [],
+        "slices": [],
+    }
+    save_png(sheet, path)
+    with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as file:
+        json.dump({"frames": frames, "meta": meta}, file, indent=1)
+    return path
 
 
 def save_gif(

@@ -160,9 +160,17 @@ class SpriteCLIP(nn.Module):
         return F.normalize(self.text(*self.tokenize(texts)), dim=-1)
 
     def encode_image(self, images: np.ndarray | Tensor) -> Tensor:
-        """uint8 (n, H, W, 3) sprites, or a tensor (n, 3, H, W) in [-1, 1]."""
-        x = render.to_tensor(images) if isinstance(images, np.ndarray) else images
-        return F.normalize(self.image(x.to(self.device)), dim=-1)
+        """uint8 (n, H, W, 3) sprites, or a tensor (n, 3, H, W) in [-1, 1]. RGBA sprites
+        (n, H, W, 4) are seen on white, as the training sprites were."""
+        if isinstance(images, np.ndarray):
+            images = render.to_tensor(render.composite(images, "white"))
+        return F.normalize(self.image(images.to(self.device)), dim=-1)
+
+    @torch.no_grad()
+    def score(self, images: np.ndarray, texts: Sequence[str]) -> Tensor:
+        """How well each sprite matches its description: the cosine similarity (n,) of sprite
+        i and ``texts[i]`` (one text for every sprite, or one each), CLIP's score."""
+        return (self.encode_image(images) * self.encode_text(texts)).sum(-1)
 
     def forward(self, images: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
         """Image-text logits (n, n) of matching pairs: CLIP's scaled cosine similarities."""

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from . import objectives, render
 from .card import data_credit, write_model_card
-from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, SpriteDataset, load_dataset
+from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, DataError, SpriteDataset, load_dataset
 from .device import default_device, describe
 from .files import atomic_write
 from .hub import push_to_hub
@@ -362,11 +362,24 @@ class Trainer:
         atomic_write(self.args.out / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> None:
+        """Continue from OUT/checkpoint.pt; a SystemExit naming the flags when this run's differ
+        from the ones the checkpoint was trained with (RESUME_FLAGS)."""
+        path = self.args.out / "checkpoint.pt"
         # weights_only: a checkpoint is data, never code; a pickled object in it is refused.
-        state = torch.load(
-            self.args.out / "checkpoint.pt", map_location=self.device, weights_only=True
-        )
-        self.model.load_state_dict(state["model"])
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        differ = _changed_flags(state.get("args", {}), self.args)
+        if differ:
+            raise SystemExit(
+                f"--resume: {path} was trained with {'; '.join(differ)}: pass the same flags "
+                "to continue it, or choose another --out"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError:  # a checkpoint from before the flags were saved, say
+            raise SystemExit(
+                f"--resume: {path} holds another network than these flags build: pass the "
+                "flags it was trained with (its run folder's config.json has them)"
+            ) from None
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.epoch, self.elapsed = state["step"], state["epoch"], state["elapsed"]
@@ -503,6 +516,33 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
     }
 
 
+# Flags a resumed run must repeat: they shape the network, its schedule or the data it learns.
+RESUME_FLAGS = (
+    "data", "split", "alpha", "channels", "blocks", "attention", "prediction", "self_cond",
+    "text_encoder", "schedule", "T",
+)  # fmt: skip
+
+
+def _changed_flags(saved: dict, args: argparse.Namespace) -> list[str]:
+    """``--flag OLD (this run: NEW)`` for every RESUME_FLAGS flag that differs from ``saved``
+    (a checkpoint's args); only whether self-conditioning is on matters to the network."""
+
+    def value(args: dict, name: str) -> object:
+        v = args.get(name)
+        if name == "self_cond":
+            return bool(v)
+        if name == "data" and v is not None and "://" not in str(v):
+            return str(Path(v).resolve())
+        return None if v is None else str(v)
+
+    now = vars(args)
+    return [
+        f"--{name.replace('_', '-')} {saved.get(name)} (this run: {now.get(name)})"
+        for name in RESUME_FLAGS
+        if name in saved and value(saved, name) != value(now, name)
+    ]
+
+
 def _drop_rows_after(log_path: Path, epoch: int) -> None:
     """Forget log rows of epochs the checkpoint does not hold (a crash between log and save)."""
     if log_path.exists():
@@ -521,9 +561,12 @@ def export_run(trainer: Trainer) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    data = load_dataset(args.data)
-    if args.split == "train":
-        data = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)[0]
+    try:
+        data = load_dataset(args.data)
+        if args.split == "train":
+            data = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)[0]
+    except DataError as err:  # one line naming the file, not a traceback
+        sys.exit(f"--data: {err}")
     if args.alpha and data.alpha is None:
         sys.exit(f"--alpha: {args.data} has no alpha (rgba.npy beside images.npy)")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -139,7 +139,7 @@ def api_request(session: str = "api") -> SimpleNamespace:
         ({"mix": "hero:0.5, dragon:0.5"}, "Unknown label 'dragon' in the mix"),
         ({"mix": "hero:0, food:0"}, "Every mix weight is 0"),
         ({"mix": "hero:nan"}, "The weight of 'hero' must be a number from 0 to 1"),
-        ({"palette": "neon"}, "Palette must be raw, data or a number of colours (got 'neon')."),
+        ({"palette": "neon"}, "Palette must be raw, data, a number of colours, one of db16"),
         ({"palette": "300"}, "A palette colour count must be between 2 and 256 (got 300)."),
         ({"sampler": "ddpm", "steps": 100, "n": 16}, "needs 1,600 sprite-steps"),
     ],
@@ -704,7 +704,8 @@ def test_sampling_handlers_get_zerogpu_when_spaces_is_there(
     monkeypatch.setattr(app, "spaces", SimpleNamespace(GPU=lambda fn: wrapped.append(fn) or fn))
     demo = app.build_demo({"tiny": pipe})
     assert {fn.__name__ for fn in wrapped} == {
-        "generate", "edit", "new_sprite", "morph", "compare", "draw_sprite", "first_sprite"
+        "generate", "edit", "new_sprite", "morph", "compare", "draw_sprite", "first_sprite",
+        "show", "explore", "first_look",
     }  # fmt: skip
     fns = {fn.api_name: fn for fn in demo.fns.values()}
     assert fns["generate"].fn in wrapped and fns["generate"].concurrency_limit == limits.CONCURRENCY
@@ -716,7 +717,9 @@ def test_every_tab_is_a_module_and_one_line_in_the_shell():
     import ui
 
     names = [t.__name__ for t in ui.TABS]
-    assert names == ["GenerateTab", "EditTab", "MorphTab", "ForwardTab", "CompareTab"]
+    assert names == [
+        "GenerateTab", "EditTab", "MorphTab", "ForwardTab", "CompareTab", "GuidanceTab", "ToyTab"
+    ]  # fmt: skip
     assert all(hasattr(t, "build") and hasattr(t, "on_model") for t in ui.TABS)
 
 

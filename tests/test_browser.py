@@ -102,9 +102,13 @@ def shown_gif(page) -> Image.Image:
     return Image.open(io.BytesIO(body))
 
 
-def wait_status(page, prefix: str) -> str:
+def wait_status(page, prefix: str, after: str | None = None) -> str:
+    """The status once it starts with ``prefix`` (and, given ``after``, the status before the
+    click, once it is another: a second run's "done:" must not be the first one's)."""
     page.wait_for_function(
-        "p => document.querySelector('#status').innerText.startsWith(p)", arg=prefix
+        "([p, old]) => { const s = document.querySelector('#status').innerText;"
+        " return s.startsWith(p) && s !== old; }",
+        arg=[prefix, after],
     )
     return page.inner_text("#status")
 
@@ -124,7 +128,7 @@ def test_generate_is_in_view_on_load(browser, url: str, width: int, height: int,
     box = page.locator("#generate").bounding_box()
     assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
     # Every tab is a visible button, not folded into a menu; the dice button says what it does.
-    for title in ("Generate", "Edit", "Morph", "Forward", "Compare"):
+    for title in ("Generate", "Edit", "Morph", "Forward", "Compare", "Guidance", "2D"):
         tab = page.get_by_role("tab", name=title)
         assert tab.is_visible(), title
         tab_box = tab.bounding_box()
@@ -326,4 +330,23 @@ def test_edit_keeps_its_sprite_when_an_upload_is_refused(browser, url: str, tmp_
     assert "not an image we can read" in page.inner_text("#edit-status")
     assert np.array_equal(sprite_shot(page, canvas), before)  # the sprite is still there, unchanged
     no_error_pills(page, "#edit-status")
+    page.close()
+
+
+def test_text_guidance_controls_reach_the_status(browser, text_url: str):
+    page = open_page(browser, text_url, 1280, 1000)
+    page.locator("#prompt textarea, #prompt input").first.fill("red potion")
+    page.get_by_text("Options", exact=True).click()
+    negative = page.locator("#negative-prompt textarea, #negative-prompt input").first
+    negative.fill("blue potion")
+    negative.press("Tab")
+    page.locator("#guidance-text input").first.fill("3")
+    page.locator("#rerank input[type=number]").first.fill("2")
+    page.locator("#rerank input[type=number]").first.press("Enter")
+    page.click("#generate")
+    status = wait_status(page, "done:")
+    assert 'text 3 · away from "blue potion" · best of 2 by SpriteCLIP' in status, status
+    assert "SpriteCLIP score" in status
+    no_error_pills(page)
+    page.screenshot(path=SHOTS / "text-guidance.png", full_page=True)
     page.close()

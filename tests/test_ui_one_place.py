@@ -26,14 +26,15 @@ from ui.storage import OutputStore
 from ui.studio import Studio
 
 UI = Path(__file__).resolve().parent.parent / "ui"
-TABS = {"generate", "edit", "morph", "forward", "compare"}
+TABS = {"generate", "edit", "morph", "forward", "compare", "guidance", "toy"}
 # What each shared module may import from ui/: only what sits below it.
 BELOW = {
     "limits": set(),
     "widgets": set(),
     "shell": set(),
-    "sessions": {"limits"},
-    "errors": {"limits", "sessions"},
+    "errors": {"limits"},
+    "sessions": {"limits", "errors"},
+    "gate": {"limits", "errors", "sessions"},
     "storage": {"limits"},
     "studio": {"limits", "errors", "sessions", "storage"},
     "run": {"limits", "errors", "sessions", "storage", "studio"},

@@ -10,8 +10,19 @@ from .compare import CompareTab
 from .edit import EditTab
 from .forward import ForwardTab
 from .generate import GenerateTab
+from .guidance import GuidanceTab
 from .morph import MorphTab
+from .toy import ToyTab
 
-TABS = [GenerateTab, EditTab, MorphTab, ForwardTab, CompareTab]
+TABS = [GenerateTab, EditTab, MorphTab, ForwardTab, CompareTab, GuidanceTab, ToyTab]
 
-__all__ = ["TABS", "CompareTab", "EditTab", "ForwardTab", "GenerateTab", "MorphTab"]
+__all__ = [
+    "TABS",
+    "CompareTab",
+    "EditTab",
+    "ForwardTab",
+    "GenerateTab",
+    "GuidanceTab",
+    "MorphTab",
+    "ToyTab",
+]

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.components.base import server
+from gradio.components.image_editor import AcceptBlobs
+from gradio.data_classes import FileData
 from PIL import Image
 
 from diffusion import SAMPLERS, SpritePipeline, render
-from diffusion.options import MAX_RESAMPLE, check_resample
+from diffusion.options import MAX_GUIDANCE, MAX_RERANK, MAX_RESAMPLE, check_resample
 
-from .errors import InputError, guarded, refused
+from .errors import InputError, guarded, refused, shorten
 from .limits import (
     CONCURRENCY,
+    EDITOR_LAYERS,
+    EDITOR_PENDING_BYTES,
     GIF_MS,
     IMAGE_HEIGHT,
     MAX_BATCH,
@@ -36,12 +42,56 @@ from .run import (
 )
 from .sessions import session_of
 from .shell import Shell
-from .studio import Studio, default_palette, default_sampler
+from .studio import UNREADABLE, Studio, default_palette, default_sampler, open_upload
 from .widgets import scroll_into_view, sprite_image
 
 CANVAS = 256  # px: the sprite enlarged on the canvas, so that a brush can pick out one pixel
 BRUSH = gr.Brush(default_size=12, colors=["#ff00ff"], color_mode="fixed")
 KEPT_OFF_PALETTE = "palette raw: snapping would change pixels you left alone"
+
+
+def checked_editor(**kwargs: Any) -> gr.ImageEditor:
+    """gr.ImageEditor(**kwargs) whose pictures are checked as an upload is (bytes, then pixels
+    from the header: ``ui.studio.open_upload``) before Gradio decodes them, whichever way they
+    come: the page, gradio_client or raw HTTP. The pictures a page sends ahead of a run wait in
+    memory (``accept_blobs``), within EDITOR_LAYERS layers and EDITOR_PENDING_BYTES in all.
+
+    The two methods are replaced on the instance rather than in a subclass: Gradio writes a
+    ``.pyi`` stub beside the source of every component subclass it sees defined."""
+    editor = gr.ImageEditor(**kwargs)
+    editor.convert_and_format_image = types.MethodType(_checked_picture, editor)
+    editor.accept_blobs = types.MethodType(_bounded_blobs, editor)
+    return editor
+
+
+def _checked_picture(
+    editor: gr.ImageEditor, file: FileData | bytes | None, flatten_on_white: bool = False
+) -> Any:
+    if file is None:
+        return None
+    open_upload(file.path if isinstance(file, FileData) else bytes(file)).close()
+    try:
+        return gr.ImageEditor.convert_and_format_image(editor, file, flatten_on_white)
+    except (OSError, ValueError, SyntaxError):  # a valid header over truncated data
+        raise InputError(UNREADABLE) from None
+
+
+@server
+def _bounded_blobs(editor: gr.ImageEditor, data: AcceptBlobs) -> None:
+    index = data.data.get("index")
+    if index not in (None, "", "null") and to_whole(index) not in range(EDITOR_LAYERS):
+        raise InputError(f"An edit has at most {EDITOR_LAYERS} layers (got {shorten(index)}).")
+    for _, blob in data.files:
+        open_upload(blob).close()
+    gr.ImageEditor.accept_blobs(editor, data)
+    # Oldest first (dicts keep their order): the pictures of edits that never ran go first.
+    while sum(_blob_bytes(b) for b in editor.blob_storage.values()) > EDITOR_PENDING_BYTES:
+        editor.blob_storage.pop(next(iter(editor.blob_storage)))
+
+
+def _blob_bytes(blobs: Any) -> int:
+    files = [blobs.background, blobs.composite, *blobs.layers]
+    return sum(len(f) for f in files if isinstance(f, (bytes, bytearray)))
 
 
 def canvas_value(sprite: np.ndarray) -> dict[str, Any]:
@@ -117,10 +167,14 @@ class EditTab:
         resample: Any = 1,
         model: str | None = None,
         prompt: str | None = "",
+        negative_prompt: str | None = "",
+        guidance_text: Any = None,
+        rerank: Any = 1,
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream a variation (no mask) or a repaint (where brushed) of the canvas sprite,
-        finished with the model's palette as Generate's sprites are."""
+        finished with the model's palette as Generate's sprites are; a text model also takes
+        a negative prompt, the prompt's own guidance scale and best of N."""
         session = session_of(request)
         with self.studio.sessions.job(session) as clicked:
             pipe = self.studio.pipe(model)
@@ -137,6 +191,7 @@ class EditTab:
             req = validate_request(
                 pipe, label, sampler, steps, guidance, seed, n,
                 palette=render.palette_name(palette), prompt=prompt, resample=tries,
+                guidance_text=guidance_text, negative_prompt=negative_prompt, rerank=rerank,
             )  # fmt: skip
             req = dataclasses.replace(req, edit={"image": sprite, **edit}, notes=notes)
             yield from run_on_page(self.studio, pipe, req, False, GIF_MS, session, clicked)
@@ -194,7 +249,7 @@ class EditTab:
                         "Upload…", size="sm", file_types=UPLOAD_TYPES, elem_id="edit-upload"
                     )
                 gr.Markdown("**Your sprite** (brush the region to repaint)")
-                self.editor = gr.ImageEditor(
+                self.editor = checked_editor(
                     value=None,
                     label="Sprite (brush the region to repaint)",
                     show_label=False,
@@ -222,6 +277,14 @@ class EditTab:
                     elem_id="edit-prompt",
                 )
                 self.typed = gr.State("")  # the prompt before the last keystroke
+                self.negative_prompt = gr.Textbox(
+                    "",
+                    label="Negative prompt (optional)",
+                    placeholder="what to steer away from",
+                    max_lines=1,
+                    visible=pipe0.supports_text,
+                    elem_id="edit-negative-prompt",
+                )
                 self.strength = gr.Slider(
                     0.05,
                     1.0,
@@ -245,6 +308,18 @@ class EditTab:
                     self.guidance = gr.Number(
                         value=pipe0.defaults["guidance"], label="Guidance", precision=None
                     )
+                    with gr.Column(visible=pipe0.supports_text) as self.text_options:
+                        self.guidance_text = gr.Number(
+                            value=None,
+                            label="Text guidance",
+                            info=f"Empty: one guidance for label and prompt; 0 to "
+                            f"{MAX_GUIDANCE:g}: the prompt's own",
+                            precision=None,
+                        )
+                        self.rerank = gr.Slider(
+                            1, MAX_RERANK, value=1, step=1, label="Best of N",
+                            info="N candidates each; SpriteCLIP keeps the closest to the prompt",
+                        )  # fmt: skip
                     self.seed = gr.Number(value=0, label="Seed", precision=None)
                     self.n = gr.Slider(1, MAX_BATCH, value=n0, step=1, label="Batch size")
                     self.resample = gr.Slider(
@@ -277,6 +352,7 @@ class EditTab:
         outputs = dict(zip(OUTPUTS, [*components, shell.sprites], strict=True))
         inputs = [self.editor, self.label, self.strength, self.sampler, self.steps]
         inputs += [self.guidance, self.seed, self.n, self.resample, shell.model, self.prompt]
+        inputs += [self.negative_prompt, self.guidance_text, self.rerank]
         private = {"api_visibility": "private", "queue": False}
         self.run_btn.click(None, js=scroll_into_view("edit-status"), **private)
         self.run_btn.click(studio.click, **private).success(
@@ -340,4 +416,8 @@ class EditTab:
             self.editor: None,  # a sprite from another model may have another size
             self.prompt: gr.update(visible=pipe.supports_text, value=""),
             self.typed: "",
+            self.negative_prompt: gr.update(visible=pipe.supports_text, value=""),
+            self.text_options: gr.update(visible=pipe.supports_text),
+            self.guidance_text: None,
+            self.rerank: 1,
         }

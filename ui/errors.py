@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 
 from .limits import MAX_TEXT
-from .sessions import is_api_call
 
 log = logging.getLogger("sprite_studio")
 
@@ -27,10 +27,26 @@ class InputError(gr.Error):
         super().__init__(message, print_exception=False)
 
 
+def is_api_call(request: gr.Request | None) -> bool:
+    """Whether the request comes from an API client rather than the page: gradio_client (which
+    marks itself) or raw HTTP through ``/gradio_api/call/<name>``."""
+    headers = getattr(request, "headers", None)
+    if headers is not None and headers.get("x-gradio-user") == "api":
+        return True
+    return "/call/" in str(getattr(getattr(request, "url", None), "path", ""))
+
+
+def clean_excerpt(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` as it may be echoed into a message or a log line: without control and format
+    characters (escape codes, right-to-left overrides, which could disguise the message), and
+    cut to ``limit`` characters, saying how long it was."""
+    text = "".join(c for c in str(text) if not unicodedata.category(c).startswith("C"))
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
+
 def shorten(value: Any) -> str:
-    """``repr(value)``, cut to MAX_TEXT characters so a huge input is not echoed back whole."""
-    text = repr(value)
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"… ({len(text):,} characters)"
+    """``repr(value)`` as :func:`clean_excerpt` cuts it, so a huge input is not echoed whole."""
+    return clean_excerpt(repr(value))
 
 
 def is_empty(value: Any) -> bool:

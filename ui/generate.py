@@ -7,19 +7,23 @@ from typing import Any
 
 import gradio as gr
 
-from diffusion import SAMPLERS, SpritePipeline, render
-from diffusion.options import MAX_GUIDANCE
+from diffusion import SAMPLERS, SpritePipeline, palettes, render
+from diffusion.options import MAX_GUIDANCE, MAX_RERANK
 
 from .errors import InputError, guarded
 from .limits import (
     BACKGROUND_CHOICES,
     CONCURRENCY,
     DEFAULT_BATCH,
+    EXPORT_CHOICES,
+    EXPORT_DEFAULT,
     GIF_MS,
     GIF_MS_RANGE,
     IMAGE_HEIGHT,
     MAX_BATCH,
+    OUTLINE_CHOICES,
     PALETTE_CHOICES,
+    PALETTE_FILE,
     TRANSPARENT,
     UNCONDITIONAL,
 )
@@ -109,6 +113,14 @@ class GenerateTab:
         palette: Any = "raw",
         prompt: str | None = "",
         background: Any = TRANSPARENT,
+        palette_file: Any = None,
+        palette_lock: Any = False,
+        tileable: Any = False,
+        outline: Any = "",
+        exports: Any = None,
+        negative_prompt: str | None = "",
+        guidance_text: Any = None,
+        rerank: Any = 1,
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream a run: live previews with progress, then the sheet, the GIF and the files.
@@ -116,7 +128,10 @@ class GenerateTab:
         Yields {output name: value}. The preview updates by time (every PREVIEW_INTERVAL_S), and
         ``preview`` picks what it shows: the noisy state x_t, or the model's current guess of
         the clean sprites. ``background`` is where an RGBA model's sprites go: "transparent"
-        (a checkerboard on the page, clear in the files) or a colour "#rrggbb".
+        (a checkerboard on the page, clear in the files) or a colour "#rrggbb". For games:
+        ``palette_file`` (an upload, for the palette choice PALETTE_FILE), ``palette_lock`` (one
+        palette for the batch), ``tileable``, ``outline`` ("#rrggbb") and ``exports`` (the
+        scale of the sheet + JSON and single-sprite downloads; None or "off" for none).
         """
         session = session_of(request)
         # Entered first, so that a refused run also gives back its place in the queue.
@@ -124,7 +139,9 @@ class GenerateTab:
             pipe = self.studio.pipe(model)
             req = validate_request(
                 pipe, label, sampler, steps, guidance, seed, n, eta, mix, palette, prompt,
-                background=background,
+                background=background, palette_file=palette_file, palette_lock=palette_lock,
+                tileable=tileable, outline=outline, exports=exports,
+                guidance_text=guidance_text, negative_prompt=negative_prompt, rerank=rerank,
             )  # fmt: skip
             if preview not in ("noisy", "clean"):
                 raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
@@ -208,6 +225,33 @@ class GenerateTab:
                         "follows the label harder",
                         precision=None,
                     )
+                    with gr.Column(visible=pipe0.supports_text) as self.text_options:
+                        self.negative_prompt = gr.Textbox(
+                            "",
+                            label="Negative prompt",
+                            placeholder="what guidance steers away from, e.g. dark",
+                            max_lines=1,
+                            elem_id="negative-prompt",
+                        )
+                        self.guidance_text = gr.Number(
+                            value=None,
+                            label="Text guidance",
+                            info=f"Empty: the guidance scale above guides label and prompt "
+                            f"together. 0 to {MAX_GUIDANCE:g}: the prompt's own scale, and the "
+                            "one above the label's",
+                            precision=None,
+                            elem_id="guidance-text",
+                        )
+                        self.rerank = gr.Slider(
+                            1,
+                            MAX_RERANK,
+                            value=1,
+                            step=1,
+                            label="Best of N",
+                            info="Draw N candidates of each sprite and keep the one SpriteCLIP "
+                            "finds closest to the prompt (N times the work)",
+                            elem_id="rerank",
+                        )
                     self.eta = gr.Slider(
                         0,
                         1,
@@ -226,8 +270,9 @@ class GenerateTab:
                         PALETTE_CHOICES,
                         value=render.palette_name(default_palette(pipe0)),
                         label="Palette",
-                        info="Snap the finished sprites to the training palette, or to a few "
-                        "colours each",
+                        info="Snap the finished sprites to the training palette, a game "
+                        "palette, your own palette file, or a few colours each",
+                        elem_id="palette",
                     )
                     self.background = gr.Dropdown(
                         BACKGROUND_CHOICES,
@@ -261,6 +306,48 @@ class GenerateTab:
                         "", label="Mix (label:weight, ...)", placeholder="e.g. hero:0.5, food:0.5"
                     )
                     self.clear_mix = gr.Button("Clear mix", size="sm")
+                with gr.Accordion("For games", open=False, elem_id="games"):
+                    gr.Markdown(
+                        "Sprites for a game engine: your palette, one palette for a sheet, "
+                        "seamless tiles, an outline, and sprite sheets with Aseprite JSON."
+                    )
+                    self.palette_file = gr.File(
+                        label="Palette file (.hex, .gpl, or a .png of its colours)",
+                        file_types=list(palettes.FILE_TYPES),
+                        type="filepath",
+                        elem_id="palette-file",
+                    )
+                    self.palette_lock = gr.Checkbox(
+                        False,
+                        label="One palette for the whole batch",
+                        info="With 'at most N colours': the N colours are chosen once for "
+                        "every sprite, so a sheet matches",
+                        elem_id="palette-lock",
+                    )
+                    self.outline = gr.Dropdown(
+                        OUTLINE_CHOICES,
+                        value="",
+                        allow_custom_value=True,
+                        label="Outline",
+                        info="A one-pixel outline around each sprite (#rrggbb)",
+                        visible=pipe0.rgba,
+                        elem_id="outline",
+                    )
+                    self.tileable = gr.Checkbox(
+                        False,
+                        label="Tileable (seamless terrain)",
+                        info="Edges wrap around: left continues right, top continues bottom; "
+                        "the result is shown laid 3×3",
+                        elem_id="tileable",
+                    )
+                    self.exports = gr.Radio(
+                        EXPORT_CHOICES,
+                        value=EXPORT_DEFAULT,
+                        label="Game downloads",
+                        info="Sprite sheets + Aseprite JSON at this scale, and every sprite "
+                        "alone at 1x, 2x, 4x and 8x (a zip)",
+                        elem_id="exports",
+                    )
             with gr.Column(scale=2):
                 self.status = gr.Markdown("Press **Generate**.", elem_id="status")
                 with gr.Row():
@@ -298,6 +385,14 @@ class GenerateTab:
             self.palette,
             self.prompt,
             self.background,
+            self.palette_file,
+            self.palette_lock,
+            self.tileable,
+            self.outline,
+            self.exports,
+            self.negative_prompt,
+            self.guidance_text,
+            self.rerank,
         ]
         components = [self.live, self.status, self.gif, self.sheet, self.files, self.seed]
         outputs = dict(zip(OUTPUTS, [*components, shell.sprites], strict=True))
@@ -333,6 +428,7 @@ class GenerateTab:
             api_visibility="private", **run
         )
         self.stop_btn.click(studio.stop, **private)
+        self.palette_file.upload(lambda: PALETTE_FILE, None, self.palette, **private)
         self.dice.click(random_seed, None, self.seed, **private)
         self.sampler.input(
             self.on_sampler,
@@ -372,6 +468,10 @@ class GenerateTab:
             self.prompt_examples: gr.update(visible=pipe.supports_text),
             self.prompt: "",
             self.typed: "",
+            self.negative_prompt: "",
+            self.guidance_text: None,
+            self.rerank: 1,
+            self.text_options: gr.update(visible=pipe.supports_text),
             self.sampler: gr.update(choices=pipe.samplers, value=sampler),
             self.steps: gr.update(value=steps, info=f"1 to {pipe.schedule.T}"),
             self.n: n,
@@ -379,6 +479,7 @@ class GenerateTab:
             **self.describe_sampler(sampler, note),
             self.palette: render.palette_name(default_palette(pipe)),
             self.background: gr.update(visible=pipe.rgba, value=TRANSPARENT),
+            self.outline: gr.update(visible=pipe.rgba, value=""),
             self.mix: "",
             **{
                 w: gr.update(label=pipe.labels[i], visible=True, value=0)

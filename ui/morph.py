@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from diffusion import SAMPLERS, SpritePipeline, render
+from diffusion.options import MAX_GUIDANCE
 
 from .errors import InputError, as_sentence, guarded
 from .limits import (
@@ -66,9 +67,12 @@ class MorphTab:
         guidance: Any,
         model: str | None = None,
         prompt: str | None = "",
+        negative_prompt: str | None = "",
+        guidance_text: Any = None,
         request: gr.Request | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """The morph's frames as a looping GIF (there and back) and a PNG strip."""
+        """The morph's frames as a looping GIF (there and back) and a PNG strip; a text model
+        also takes a negative prompt and the prompt's own guidance scale."""
         with self.studio.sessions.job(session_of(request)):
             pipe = self.studio.pipe(model)
             ends = [
@@ -77,7 +81,11 @@ class MorphTab:
             ]
             count = whole(frames, "Frames", 2, MAX_FRAMES)
             prompt = check_prompt(pipe, prompt)
-            options = sampling_options(pipe, count, sampler, steps, guidance, prompt=prompt)
+            negative = check_prompt(pipe, negative_prompt)
+            options = sampling_options(
+                pipe, count, sampler, steps, guidance, prompt=prompt,
+                guidance_text=guidance_text, negative_prompt=negative,
+            )  # fmt: skip
             if options.sampler not in deterministic_samplers():
                 raise InputError(
                     "A morph needs a deterministic sampler (one that can run without fresh "
@@ -93,11 +101,16 @@ class MorphTab:
             what += f"{ends[1][0] or 'unconditional'} (seed {ends[1][1]})"
             if prompt:
                 what = f'"{prompt}": {what}'
+            if options.guidance_text is not None:
+                what += f" · guidance label {options.guidance:g}, text {options.guidance_text:g}"
+            if negative:
+                what += f' · away from "{negative}"'
             yield {"status": f"morphing {what} in {count} frames…"}
             try:
                 images = pipe.interpolate(
                     ends[0], ends[1], frames=count, sampler=options.sampler, steps=options.steps,
-                    guidance=options.guidance, prompt=prompt,
+                    guidance=options.guidance, prompt=prompt, guidance_text=options.guidance_text,
+                    negative_prompt=negative,
                 )  # fmt: skip
             except ValueError as err:  # a check the options missed: the package's words
                 raise InputError(as_sentence(err)) from None
@@ -109,12 +122,17 @@ class MorphTab:
                 strip = render.save_png(
                     render.grid(images, scale=STRIP_SCALE, cols=count), folder / "morph-strip.png"
                 )
+                # For a game: the frames at 1x, one row, tagged to play there and back.
+                frames = render.save_sheet(
+                    images, folder / "morph-sheet.png", count,
+                    tags=[("morph", 0, count - 1, "pingpong")], frame_ms=MORPH_FRAME_MS,
+                )  # fmt: skip
                 yield {
                     "status": f"done: {what}, {count} frames · {options.sampler} · "
                     f"{options.steps} steps",
                     "gif": gif,
                     "strip": strip,
-                    "files": [gif, strip],
+                    "files": [gif, strip, frames, frames.removesuffix(".png") + ".json"],
                 }
 
     def on_sampler(self, sampler: str, model: str | None) -> dict:
@@ -148,6 +166,14 @@ class MorphTab:
                     visible=pipe0.supports_text,
                     elem_id="morph-prompt",
                 )
+                self.negative_prompt = gr.Textbox(
+                    "",
+                    label="Negative prompt (optional)",
+                    placeholder="what to steer away from",
+                    max_lines=1,
+                    visible=pipe0.supports_text,
+                    elem_id="morph-negative-prompt",
+                )
                 self.frames = gr.Slider(2, MAX_FRAMES, value=MORPH_FRAMES, step=1, label="Frames")
                 with gr.Accordion("Options", open=False):
                     self.sampler = gr.Dropdown(
@@ -158,6 +184,14 @@ class MorphTab:
                     )
                     self.guidance = gr.Number(
                         value=pipe0.defaults["guidance"], label="Guidance", precision=None
+                    )
+                    self.guidance_text = gr.Number(
+                        value=None,
+                        label="Text guidance",
+                        info=f"Empty: one guidance for label and prompt; 0 to {MAX_GUIDANCE:g}: "
+                        "the prompt's own",
+                        precision=None,
+                        visible=pipe0.supports_text,
                     )
                 self.run_btn = gr.Button("Morph", variant="primary", elem_id="morph")
             with gr.Column(scale=2):
@@ -170,6 +204,7 @@ class MorphTab:
         outputs = {"status": self.status, "gif": self.gif, "strip": self.strip, "files": self.files}
         inputs = [self.label_a, self.seed_a, self.label_b, self.seed_b, self.frames]
         inputs += [self.sampler, self.steps, self.guidance, shell.model, self.prompt]
+        inputs += [self.negative_prompt, self.guidance_text]
         private = {"api_visibility": "private", "queue": False}
         self.run_btn.click(None, js=scroll_into_view("morph-status"), **private)
         self.run_btn.click(self.studio.click, **private).success(
@@ -192,4 +227,6 @@ class MorphTab:
             self.steps: default_steps(pipe, sampler),
             self.guidance: pipe.defaults["guidance"],
             self.prompt: gr.update(visible=pipe.supports_text, value=""),
+            self.negative_prompt: gr.update(visible=pipe.supports_text, value=""),
+            self.guidance_text: gr.update(visible=pipe.supports_text, value=None),
         }

@@ -9,28 +9,37 @@ a validated run to the outputs named in OUTPUTS.
 from __future__ import annotations
 
 import math
+import os
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from diffusion import SAMPLERS, SpritePipeline, render
-from diffusion.options import MAX_GUIDANCE, MAX_SEED, SamplingOptions, check_seed
+from diffusion import SAMPLERS, SpritePipeline, palettes, render
+from diffusion.options import MAX_GUIDANCE, MAX_RERANK, MAX_SEED, SamplingOptions, check_seed
 from diffusion.samplers import canonical_sampler
 
-from .errors import InputError, as_sentence, is_empty, refused, shorten
+from .errors import InputError, as_sentence, clean_excerpt, is_empty, refused, shorten
 from .limits import (
+    EXPORTS_OFF,
     GIF_HOLD_MS,
     GIF_MAX_FRAMES,
     MAX_BATCH,
     MAX_PROMPT_CHARS,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
     MAX_WORK,
+    PALETTE_FILE,
     PREVIEW_INTERVAL_S,
     SCALE,
+    TILE_REPEAT,
+    TILE_SCALE,
     TRANSPARENT,
     UNCONDITIONAL,
 )
@@ -92,17 +101,50 @@ def parse_seed(seed: Any, name: str = "Seed") -> int:
     return number
 
 
-def parse_palette(value: Any) -> render.Palette:
-    """A palette choice ("raw", "data" or a colour count) -> the pipeline's ``palette=``; the
-    model's check comes with the other options."""
+def parse_palette(value: Any, upload: Any = None) -> render.Palette:
+    """A palette choice ("raw", "data", a colour count, a palette's name, colours
+    "#rrggbb,#rrggbb", or PALETTE_FILE for the uploaded palette file ``upload``) -> the
+    pipeline's ``palette=``; the model's check comes with the other options. A path on the
+    server is never a choice: only an upload is read."""
     if is_empty(value):
         return None
+    if value == PALETTE_FILE:
+        return palette_file(upload)
+    text = str(value).strip()
+    named = text.lower() in palettes.NAMED or text.startswith("#")
     try:
-        return render.parse_palette(str(value))
-    except ValueError:
+        if named or text in ("raw", "none", "data") or text.isdigit():
+            return render.parse_palette(text)
+    except ValueError as err:
+        raise InputError(f"That palette cannot be used: {err}.") from None
+    raise InputError(
+        f"Palette must be raw, data, a number of colours, one of {', '.join(palettes.NAMED)}, "
+        f"or your palette file (got {shorten(value)})."
+    )
+
+
+def palette_file(upload: Any) -> tuple[str, ...]:
+    """An uploaded palette file (.hex, .gpl or .png) -> its colours ("#rrggbb", ...), or an
+    InputError that says what is wrong and what is accepted."""
+    if is_empty(upload):
         raise InputError(
-            f"Palette must be raw, data or a number of colours (got {shorten(value)})."
-        ) from None
+            f"Upload a palette file ({', '.join(palettes.FILE_TYPES)}), or pick another palette."
+        )
+    path = str(upload)
+    if os.path.getsize(path) > MAX_UPLOAD_BYTES:
+        raise InputError(f"That palette file is over {MAX_UPLOAD_BYTES / 2**20:.0f} MB.")
+    if path.lower().endswith(".png"):
+        try:
+            with Image.open(path) as image:
+                too_big = image.width * image.height > MAX_UPLOAD_PIXELS
+        except (OSError, ValueError, Image.DecompressionBombError):
+            too_big = False  # unreadable: palettes.read says so
+        if too_big:
+            raise InputError("That palette picture is far too large: a palette is a few swatches.")
+    try:
+        return tuple(palettes.to_hex(palettes.read(path)))
+    except ValueError as err:
+        raise InputError(f"That palette file cannot be used: {err}.") from None
 
 
 def parse_label(pipe: SpritePipeline, label: str | None) -> str | None:
@@ -148,7 +190,11 @@ def check_prompt(pipe: SpritePipeline, prompt: Any) -> str | None:
     text and past MAX_PROMPT_CHARS (the text encoder's own limit comes with the options)."""
     if prompt is None or not str(prompt).strip():
         return None
-    prompt = " ".join(str(prompt).split())
+    # Control and format characters mean nothing to the tokenizer, which drops them too; kept,
+    # they would be echoed into the status line.
+    prompt = " ".join(clean_excerpt(prompt, len(str(prompt))).split())
+    if not prompt:
+        return None
     if not pipe.supports_text:
         raise InputError(
             "This model was trained on labels only and takes no prompt: clear the prompt, or "
@@ -185,9 +231,17 @@ def sampling_options(
     palette: Any = None,
     prompt: str | None = None,
     background: Any = None,
+    palette_file: Any = None,
+    palette_lock: Any = False,
+    tileable: Any = False,
+    outline: Any = None,
+    guidance_text: Any = None,
+    negative_prompt: str | None = None,
+    rerank: Any = 1,
 ) -> SamplingOptions:
     """The widget values as ``pipe.options`` for ``n`` sprites, or an InputError in the app's
-    wording that names the box to change.
+    wording that names the box to change. ``guidance_text`` empty means one guidance scale
+    for label and text; ``negative_prompt`` and ``rerank`` (best of N) need a text model.
 
     ``pipe.options`` refuses the first bad choice in the package's words; handing it the
     choices one at a time tells which box was at fault.
@@ -221,7 +275,7 @@ def sampling_options(
     if SAMPLERS[name].uses_eta and not is_empty(eta):
         number = to_float(eta)
         add("eta", eta if number is None else number, lambda err: InputError(as_sentence(err)))
-    chosen = parse_palette(palette)
+    chosen = parse_palette(palette, palette_file)
     if chosen is not None:
 
         def bad_palette(err: ValueError) -> InputError:
@@ -232,8 +286,26 @@ def sampling_options(
             return InputError(as_sentence(err))
 
         add("palette", chosen, bad_palette)
+    if palette_lock:
+        add(
+            "palette_lock",
+            True,
+            lambda err: InputError(
+                "One palette for the batch picks that many colours: choose a palette of "
+                "'at most N colours', or untick the lock."
+            ),
+        )
+    if tileable:
+        add("tileable", True, lambda err: InputError(as_sentence(err)))
+    if not is_empty(outline):
+        add(
+            "outline",
+            str(outline).strip(),
+            lambda err: refused("Outline", "none or a colour like #000000", outline),
+        )
     if prompt is not None:
         add("prompt", prompt, lambda err: InputError(f"This prompt cannot be used: {err}."))
+    add_text_guidance(add, prompt, guidance_text, negative_prompt, rerank)
     if not is_empty(background) and background != TRANSPARENT:
         add(
             "background",
@@ -241,6 +313,53 @@ def sampling_options(
             lambda err: refused("Background", "'transparent' or a colour like #ffffff", background),
         )
     return options
+
+
+def add_text_guidance(
+    add: Callable[[str, Any, Callable[[ValueError], InputError]], None],
+    prompt: str | None,
+    guidance_text: Any,
+    negative_prompt: str | None,
+    rerank: Any,
+) -> None:
+    """The text's own guidance scale, the negative prompt and best of N, checked in turn by
+    ``add`` (see :func:`sampling_options`), each refusal naming its box."""
+    if not is_empty(guidance_text):
+        box = ("Text guidance", f"empty or a number from 0 to {MAX_GUIDANCE:g}", guidance_text)
+        if to_float(guidance_text) is None:
+            raise refused(*box)
+
+        def bad_scale(err: ValueError) -> InputError:
+            if prompt is None:
+                return InputError(
+                    "Text guidance scales the prompt: type a prompt, or empty Text guidance."
+                )
+            return refused(*box)
+
+        add("guidance_text", to_float(guidance_text), bad_scale)
+    if negative_prompt is not None:
+        add(
+            "negative_prompt",
+            negative_prompt,
+            lambda err: InputError(
+                "A negative prompt works through guidance: set Guidance (or Text guidance) "
+                "to another value than 1, or clear the negative prompt."
+                if "guidance 1" in str(err)
+                else f"This negative prompt cannot be used: {err}."
+            ),
+        )
+    tries = whole(rerank, "Best of", 1, MAX_RERANK)
+    if tries > 1:
+        add(
+            "rerank",
+            tries,
+            lambda err: InputError(
+                "Best of N keeps the candidate that best matches the prompt: type a prompt, "
+                "or set Best of to 1."
+                if prompt is None
+                else as_sentence(err)
+            ),
+        )
 
 
 def check_work(work: int, breakdown: str, advice: str, what: str = "run") -> None:
@@ -295,6 +414,13 @@ class Request:
     notes: tuple[str, ...] = ()  # anything else the status should say about the run
     work: int = field(default=0, compare=False)  # sprite-steps: SamplingOptions.work
     background: str | None = None  # an RGBA model's sprites composited onto it; None: clear
+    palette_lock: bool = False  # one palette for the batch
+    tileable: bool = False  # seamless tiles, shown laid TILE_REPEAT x TILE_REPEAT
+    outline: str | None = None  # a one-pixel outline of this colour
+    exports: int | None = None  # the scale of the game downloads; None: the GIF and PNG only
+    guidance_text: float | None = None  # the prompt's own guidance scale
+    negative_prompt: str | None = None  # what guidance steers away from
+    rerank: int = 1  # best of N: candidates per sprite, SpriteCLIP keeps one
 
     def describe(self) -> str:
         """One line: what is drawn, how, and anything the person should know about it."""
@@ -305,7 +431,12 @@ class Request:
         if self.prompt:
             what = f'"{self.prompt}" ({what})'
         eta = f" · eta {self.eta:g}" if self.eta is not None else ""
-        palette = f" · palette {self.palette}" if self.palette is not None else ""
+        palette = ""
+        if self.palette is not None:
+            lock = ", one for the batch" if self.palette_lock else ""
+            palette = f" · palette {render.palette_name(self.palette)}{lock}"
+        palette += " · tileable" if self.tileable else ""
+        palette += f" · outline {self.outline}" if self.outline else ""
         edit = ""
         if self.edit:
             kind = "repaint" if self.edit.get("mask") is not None else "variation"
@@ -313,8 +444,26 @@ class Request:
         notes = "".join(f" · {note}" for note in self.notes)
         return (
             f"{self.n} × {what}{edit} · {self.sampler} · {self.steps} steps · "
-            f"guidance {self.guidance:g}{eta}{palette} · seed {self.seed}{self.word_note()}{notes}"
+            f"{self.guidance_note()}{eta}{palette} · seed {self.seed}{self.word_note()}{notes}"
         )
+
+    def guidance_note(self) -> str:
+        """Which conditions guided the run and how hard, e.g. "guidance 2 (label + text)",
+        "guidance label 2, text 3", with the negative prompt and best of N."""
+        label, text = self.context is not None, self.prompt is not None
+        if self.guidance_text is not None:
+            scales = [f"label {self.guidance:g}"] if label else []
+            note = "guidance " + ", ".join([*scales, f"text {self.guidance_text:g}"])
+        else:
+            texts = text or self.negative_prompt is not None
+            guided = [name for name, on in (("label", label), ("text", texts)) if on]
+            plain = self.guidance == 1 or not guided
+            note = f"guidance {self.guidance:g}" + ("" if plain else f" ({' + '.join(guided)})")
+        if self.negative_prompt:
+            note += f' · away from "{self.negative_prompt}"'
+        if self.rerank > 1:
+            note += f" · best of {self.rerank} by SpriteCLIP"
+        return note
 
     def word_note(self) -> str:
         if not self.unknown_words:
@@ -334,6 +483,12 @@ class Request:
             "palette": self.palette,
             "prompt": self.prompt,
             "background": self.background,
+            "palette_lock": self.palette_lock,
+            "tileable": self.tileable,
+            "outline": self.outline,
+            "guidance_text": self.guidance_text,
+            "negative_prompt": self.negative_prompt,
+            "rerank": self.rerank,
             **(self.edit or {}),
         }
 
@@ -352,23 +507,43 @@ def validate_request(
     prompt: str | None = None,
     resample: int = 1,
     background: Any = None,
+    palette_file: Any = None,
+    palette_lock: Any = False,
+    tileable: Any = False,
+    outline: Any = None,
+    exports: Any = None,
+    guidance_text: Any = None,
+    negative_prompt: str | None = None,
+    rerank: Any = 1,
 ) -> Request:
     """Check every input of a run against ``pipe``; raise InputError naming the bad one.
 
     Nothing is silently changed: out-of-range values are refused with what is allowed. A run
     is refused here, before anything on the page changes, or not at all. ``resample`` is
-    RePaint's tries per step, for the cost.
+    RePaint's tries per step, for the cost. ``palette_file`` is an uploaded palette (used when
+    ``palette`` is PALETTE_FILE); ``exports`` the scale of the game downloads (None or "off":
+    none).
     """
     context: str | dict[str, float] | None = parse_mix(mix, pipe.labels)
     if context is None:
         context = parse_label(pipe, label)
     count = whole(n, "Batch size", 1, MAX_BATCH)
     prompt = check_prompt(pipe, prompt)
+    negative = check_prompt(pipe, negative_prompt)
     options = sampling_options(
-        pipe, count, sampler, steps, guidance, eta, palette, prompt, background
-    )
+        pipe, count, sampler, steps, guidance, eta, palette, prompt, background,
+        palette_file, bool(palette_lock), bool(tileable), outline, guidance_text, negative,
+        rerank,
+    )  # fmt: skip
     seed = parse_seed(seed)
+    scale = None
+    if not is_empty(exports) and exports != EXPORTS_OFF:
+        scale = to_whole(exports)
+        if scale not in render.EXPORT_SCALES:
+            scales = ", ".join(map(str, render.EXPORT_SCALES))
+            raise refused("Game download scale", f"off or one of {scales}", exports)
     tries = f" × {resample} tries a step" if resample > 1 else ""
+    tries += f" × best of {options.rerank}" if options.rerank > 1 else ""
     check_work(
         options.work(count, resample),
         f"{options.calls():,} network calls × {count} sprites{tries}",
@@ -387,6 +562,13 @@ def validate_request(
         unknown_words=tuple(pipe.unknown_words(prompt)) if prompt else (),
         work=options.work(count, resample),
         background=options.background if pipe.rgba else None,
+        palette_lock=options.palette_lock,
+        tileable=options.tileable,
+        outline=options.outline,
+        exports=scale,
+        guidance_text=options.guidance_text,
+        negative_prompt=options.negative_prompt,
+        rerank=options.rerank,
     )
 
 
@@ -401,6 +583,32 @@ def sheet(images: np.ndarray) -> Image.Image:
 def on_page(images: np.ndarray) -> Image.Image:
     """Sprites as the page shows them: a sheet, with clear pixels over a checkerboard."""
     return render.checkerboard(sheet(images))
+
+
+def game_files(
+    folder: Path, sprites: np.ndarray, frames: Sequence[np.ndarray], scale: int, name: str,
+    frame_ms: int,
+) -> list[str]:  # fmt: skip
+    """The downloads a game maker takes to an engine, written to ``folder``: the sprites as a
+    sheet + Aseprite JSON at ``scale`` (tag ``name``), the denoising ``frames`` as one (a row
+    and a tag per sprite), and a zip of every sprite alone at each of EXPORT_SCALES."""
+    n, steps = len(sprites), len(frames)
+    batch = render.save_sheet(sprites, folder / "sheet.png", scale=scale, tags=[(name, 0, n - 1)])
+    # Sprite by sprite, step by step: one row (and one animation tag) per sprite.
+    by_sprite = np.stack(frames, axis=1).reshape(n * steps, *sprites.shape[1:])
+    tags = [(f"sprite {i + 1}", i * steps, (i + 1) * steps - 1) for i in range(n)]
+    denoising = render.save_sheet(
+        by_sprite, folder / "denoising-sheet.png", steps, scale, tags=tags, frame_ms=frame_ms
+    )
+    alone = folder / "one-by-one"
+    alone.mkdir()
+    singles = render.save_sprites(sprites, alone, name, render.EXPORT_SCALES)
+    archive = folder / f"{name}-sprites.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in singles:
+            zipped.write(path, os.path.basename(path))
+    json_of = [str(Path(p).with_suffix(".json")) for p in (batch, denoising)]
+    return [batch, json_of[0], denoising, json_of[1], str(archive)]
 
 
 def pick_steps(total: int, limit: int) -> list[int]:
@@ -476,7 +684,12 @@ def run_on_page(
         )
     else:
         final, sprites = frame.x, frame.x
-        status = f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
+        if frame.picked is not None:  # best of N: the GIF follows the candidates kept
+            kept = [pixels[frame.picked] for pixels in kept[:-1]] + kept[-1:]
+        score = ""
+        if frame.scores is not None:
+            score = f" · SpriteCLIP score {float(frame.scores.mean()):.3f}"
+        status = f"done: {req.describe()}{score} - {rate}, {elapsed:.2f} s in all"
     with studio.store.run() as folder:
         gif_path = render.save_gif(
             [sheet(pixels) for pixels in kept],
@@ -490,12 +703,21 @@ def run_on_page(
             if final.shape[-1] == 3
             else render.save_png(on_page(final), folder / "shown.png")
         )
+        files = [gif_path, png_path]
+        if req.tileable:  # the page shows each tile laid 3x3, so a seam would show
+            laid = render.grid(render.tile(final, TILE_REPEAT), TILE_SCALE)
+            files.append(render.save_png(laid, folder / "tiles-3x3.png"))
+            page = render.save_png(render.checkerboard(laid), folder / "shown-tiles.png")
+            status += f" · shown laid {TILE_REPEAT}×{TILE_REPEAT}"
+        if req.exports and not stopped:
+            name = req.context if isinstance(req.context, str) else "sprites"
+            files += game_files(folder, final, kept, req.exports, name, frame_ms)
         yield {
             "live": page,
             "status": status,
             "gif": gif_path,
             "sheet": png_path,
-            "files": [gif_path, png_path],
+            "files": files,
             "seed": req.seed,
             "sprites": sprites,
         }

@@ -6,6 +6,7 @@ No diffusion maths here (that is the ``diffusion`` package) and no layout (each 
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 
@@ -18,8 +19,8 @@ from diffusion.options import MAX_SEED
 from diffusion.samplers import canonical_sampler
 
 from .errors import InputError, article, shorten
-from .limits import MAX_JOBS_PER_SESSION, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from .sessions import Sessions, session_of
+from .limits import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from .sessions import Sessions, busy, session_of
 from .storage import OutputStore
 
 
@@ -49,33 +50,47 @@ def default_palette(pipe: SpritePipeline) -> render.Palette:
     return palette
 
 
+UNREADABLE = "That file is not an image we can read. Upload a PNG (or GIF, JPEG, WebP, BMP)."
+TOO_MANY_PIXELS = (
+    f"That image has more than {MAX_UPLOAD_PIXELS:,} pixels; sprites are much smaller."
+)
+
+
+def open_upload(source: str | os.PathLike | bytes) -> Image.Image:
+    """An uploaded image (a file, or its bytes) opened but not yet decoded, once its size and
+    its pixel count (read from its header alone) are within the limits; an InputError saying
+    why not otherwise. So a small file that unpacks to gigapixels is never decoded."""
+    try:
+        size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+    except OSError:  # not a file here (a URL, a path elsewhere)
+        raise InputError(UNREADABLE) from None
+    if size > MAX_UPLOAD_BYTES:
+        raise InputError(
+            f"That file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB."
+        )
+    try:
+        im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError:
+        raise InputError(TOO_MANY_PIXELS) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError(UNREADABLE) from None
+    if im.width * im.height > MAX_UPLOAD_PIXELS:
+        im.close()
+        raise InputError(f"That image is {im.width}×{im.height} pixels. {TOO_MANY_PIXELS}")
+    return im
+
+
 def load_upload(
     path: str | os.PathLike, resolution: int, alpha: bool = False
 ) -> tuple[np.ndarray, str]:
     """An uploaded image file -> ((resolution, resolution, 3) uint8 sprite, or 4 channels with
     its transparency kept when ``alpha``, and what was done to it), or an InputError saying why
-    not. See ``render.to_sprite`` for how a picture becomes a sprite."""
-    size = os.path.getsize(path)
-    if size > MAX_UPLOAD_BYTES:
-        raise InputError(
-            f"That file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MB."
-        )
-    unreadable = "That file is not an image we can read. Upload a PNG (or GIF, JPEG, WebP, BMP)."
-    too_big = f"That image has more than {MAX_UPLOAD_PIXELS:,} pixels; sprites are much smaller."
-    try:
-        im = Image.open(path)
-    except Image.DecompressionBombError:
-        raise InputError(too_big) from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InputError(unreadable) from None
-    with im:
-        # Checked before decoding so a small file that unpacks to gigapixels is never loaded.
-        if im.width * im.height > MAX_UPLOAD_PIXELS:
-            raise InputError(f"That image is {im.width}×{im.height} pixels. {too_big}")
+    not (see :func:`open_upload`). See ``render.to_sprite`` for how a picture becomes a sprite."""
+    with open_upload(path) as im:
         try:
             sprite = render.to_sprite(im, resolution, alpha)
-        except (OSError, ValueError):  # a valid header over truncated or corrupt data
-            raise InputError(unreadable) from None
+        except (OSError, ValueError, SyntaxError):  # a valid header over truncated or bad data
+            raise InputError(UNREADABLE) from None
         return sprite, upload_note(im.width, im.height, resolution)
 
 
@@ -154,7 +169,4 @@ class Studio:
     def click(self, request: gr.Request) -> None:
         """A run was asked for: note it (for Stop), or refuse a session with too many going."""
         if not self.sessions.click(session_of(request)):
-            raise InputError(
-                f"You already have {MAX_JOBS_PER_SESSION} runs going or waiting, the most "
-                "allowed at once. Wait for one to finish, or press Stop."
-            )
+            raise busy()

@@ -65,6 +65,11 @@ the output with the palette stage (``render.apply_palette``) as well, on the sam
 
 A model trained on all of the data has seen the held-out sprites, which flatters its distances;
 ``python -m diffusion.train --split train`` keeps them unseen.
+
+A text model has two more measures: :func:`evaluate_text` (how well sprites match held-out
+names given as prompts beside their label, by SpriteCLIP) and :func:`evaluate_prompts` (prompts
+that name a class, :data:`CLASS_PROMPTS`, drawn without a label: the share the classifier
+assigns to the named label).
 """
 
 from diffusion.evaluate.classifier import (
@@ -96,15 +101,23 @@ from diffusion.evaluate.metrics import (
     pixel_patterns,
     two_sample_test,
 )
+from diffusion.evaluate.prompts import (
+    CLASS_PROMPTS,
+    TARGET_SHARE,
+    evaluate_prompts,
+    format_prompt_report,
+)
 from diffusion.evaluate.report import format_report, format_text_report, main
 
 __all__ = [
     "CLASSIFIER_VERSION",
+    "CLASS_PROMPTS",
     "COLOUR_TOLERANCE",
     "COPY_MAX_SHARE",
     "COPY_TOLERANCE",
     "DEFAULT_CACHE",
     "FLAT_TOLERANCE",
+    "TARGET_SHARE",
     "UNCERTAIN",
     "SpriteClassifier",
     "balanced_indices",
@@ -112,8 +125,10 @@ __all__ = [
     "compare",
     "evaluate",
     "evaluate_palettes",
+    "evaluate_prompts",
     "evaluate_text",
     "flat_pair_share",
+    "format_prompt_report",
     "format_report",
     "format_text_report",
     "frechet_distance",

@@ -52,6 +52,7 @@ from diffusion.evaluate.metrics import (
     stray_opaque_share,
     two_sample_test,
 )
+from diffusion.evaluate.prompts import TEXT_OPTIONS
 
 # The figures that carry an uncertainty, each a distance from the real held-out sprites or how
 # well a critic tells generated sprites from them: lower is better for all of them.
@@ -299,7 +300,8 @@ def evaluate_text(
     for the same seeds without the prompt (label only: what the label alone explains), and for
     the real held-out sprites: the mean CLIP score (cosine similarity of sprite and prompt) and
     how often the own prompt is the nearest of ``candidates`` (itself and random other
-    held-out names; chance 1 / candidates).
+    held-out names; chance 1 / candidates). Options that need a prompt (guidance_text,
+    negative_prompt, rerank) apply to the prompted sprites only.
     """
     if not getattr(pipe, "supports_text", False):
         raise ValueError("this model takes no prompts: evaluate_text needs a text model")
@@ -316,9 +318,10 @@ def evaluate_text(
     )
     names = [held.names[i] for i in idx]
     context = np.eye(data.num_labels, dtype=np.float32)[held.labels[idx]]
+    plain = {k: v for k, v in options.items() if k not in TEXT_OPTIONS}
     sides = {
         "generated": pipe.generate(context, n=len(idx), prompt=names, seed=seed, **options),
-        "label_only": pipe.generate(context, n=len(idx), seed=seed, **options),
+        "label_only": pipe.generate(context, n=len(idx), seed=seed, **plain),
     }
     sides = {k: render.apply_palette(v, palette, pipe.palette) for k, v in sides.items()}
     sides["real"] = held.images[idx]

@@ -11,6 +11,7 @@ from diffusion import SpritePipeline, render
 from diffusion.data import load_dataset
 from diffusion.evaluate.classifier import DEFAULT_CACHE
 from diffusion.evaluate.driver import evaluate_palettes, evaluate_text
+from diffusion.evaluate.prompts import evaluate_prompts, format_prompt_report
 
 DESCRIPTION = "Measure a trained sprite model against its data (see diffusion.evaluate)."
 # The rows of the table with intervals: (name, report key).
@@ -124,6 +125,21 @@ def format_text_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _class_prompts(choice: str | None) -> dict[str, list[str]] | None:
+    """--prompts: None (the kept list) or a JSON file's {label: [prompts]}."""
+    if choice in (None, "kept"):
+        return None
+    try:
+        prompts = json.loads(Path(choice).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--prompts {choice}: not a readable JSON file ({err})") from None
+    if not isinstance(prompts, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in prompts.values()
+    ):
+        raise ValueError(f"--prompts {choice}: expected a JSON object {{label: [prompts]}}")
+    return prompts
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m diffusion.evaluate MODEL --data DIR``."""
     parser = argparse.ArgumentParser(prog="python -m diffusion.evaluate", description=DESCRIPTION)
@@ -149,6 +165,31 @@ def main(argv: list[str] | None = None) -> int:
         help="also score prompts (a text model): SpriteCLIP agreement on held-out names",
     )
     parser.add_argument(
+        "--prompts",
+        nargs="?",
+        const="kept",
+        metavar="FILE",
+        help="also draw prompts that name a class without a label (a text model) and report "
+        "the share the classifier assigns to the named label: the kept list "
+        "(diffusion.evaluate.CLASS_PROMPTS), or a JSON file {label: [prompts]}",
+    )
+    parser.add_argument(
+        "--per-prompt", type=int, default=8, help="sprites per prompt for --prompts"
+    )
+    parser.add_argument(
+        "--guidance-text",
+        type=float,
+        help="the prompt's own guidance scale for --text and --prompts (dual guidance)",
+    )
+    parser.add_argument(
+        "--rerank", type=int, help="best of N candidates per sprite for --text and --prompts"
+    )
+    parser.add_argument(
+        "--text-only",
+        action="store_true",
+        help="measure only what --text and --prompts ask for, not the label evaluation",
+    )
+    parser.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
         help="the network's precision (default: the model's sampling.precision)",
@@ -167,37 +208,58 @@ def main(argv: list[str] | None = None) -> int:
         palettes = [render.parse_palette(p) for p in stages.split(",")]
         # The model's defaults fill what is not given, checked as any sampling call is.
         options = pipe.options(sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+        text_options = {"guidance_text": args.guidance_text, "rerank": args.rerank}
+        text_options = {k: v for k, v in text_options.items() if v is not None}
+        if text_options and not (args.text or args.prompts):
+            raise ValueError("--guidance-text and --rerank apply to --text and --prompts only")
+        if args.text_only and not (args.text or args.prompts):
+            raise ValueError("--text-only needs --text or --prompts")
+        if text_options:  # checked as a prompted run of this model, before any sampling
+            pipe.options(prompt="a", guidance=args.guidance, **text_options)
+        class_prompts = _class_prompts(args.prompts)
     except ValueError as err:
         parser.error(str(err))
     args.sampler, args.steps = options.sampler, options.steps
-    reports = evaluate_palettes(
-        pipe,
-        load_dataset(args.data),
-        palettes,
-        n_per_label=args.n,
-        sampler=args.sampler,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=seeds,
-        cache_dir=args.cache,
-    )
+    data = load_dataset(args.data)
+    reports: dict[str, dict[str, Any]] = {render.palette_name(palettes[0]): {}}
+    if not args.text_only:
+        reports = evaluate_palettes(
+            pipe,
+            data,
+            palettes,
+            n_per_label=args.n,
+            sampler=args.sampler,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=seeds,
+            cache_dir=args.cache,
+        )
     print(f"model {args.model}")
     for report in reports.values():
         report["model"] = args.model
-        print(format_report(report) + "\n")
+        if not args.text_only:
+            print(format_report(report) + "\n")
+    run = {"sampler": args.sampler, "steps": args.steps, **text_options}
+    if args.guidance is not None:
+        run["guidance"] = args.guidance
     if args.text:
-        text = evaluate_text(
-            pipe,
-            load_dataset(args.data),
-            seed=seeds[0],
-            palette=palettes[0],
-            sampler=args.sampler,
-            steps=args.steps,
-            **({"guidance": args.guidance} if args.guidance is not None else {}),
-        )
+        text = evaluate_text(pipe, data, seed=seeds[0], palette=palettes[0], **run)
         print(format_text_report(text))
         for report in reports.values():
             report["text"] = text
+    if args.prompts:
+        measured = evaluate_prompts(
+            pipe,
+            data,
+            prompts=class_prompts,
+            per_prompt=args.per_prompt,
+            seed=seeds[0],
+            cache_dir=args.cache,
+            **run,
+        )
+        print(format_prompt_report(measured))
+        for report in reports.values():
+            report["class_prompts"] = measured
     if args.json is not None:
         first = next(iter(reports.values()))
         if len(reports) > 1:

@@ -1,0 +1,516 @@
+"""Running in public: what an untrusted model folder, upload, request or caller cannot do.
+
+Model folders are checked before anything is allocated; training reports bad data and resume
+flags in one line; uploads are checked before decoding; one caller cannot take the server.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from tests
+
+import io
+import json
+import logging
+import re
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image, ImageFile
+
+from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
+from diffusion.model import BOUNDS, MAX_PARAMETERS
+from tests.test_app import tiny_pipeline
+from ui import edit as edit_module
+from ui import limits
+from ui import sessions as sessions_module
+from ui.edit import checked_editor
+from ui.errors import InputError, clean_excerpt
+from ui.storage import OutputStore
+from ui.studio import TOO_MANY_PIXELS, Studio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# -- model folders ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved tiny label model (3 labels, channels 8 and 16) to spoil in each test."""
+    torch.manual_seed(0)
+    model = ContextUnet(num_labels=3, resolution=8, channels=(8, 16), emb_dim=16)
+    pipe = SpritePipeline(model, Schedule.linear(T=100), ["a", "b", "c"], device="cpu")
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def spoiled(model_dir: Path, tmp_path: Path, change=None, text: str | None = None) -> Path:
+    """A copy of ``model_dir`` whose config.json is ``text``, or the original changed by
+    ``change(config)``."""
+    folder = tmp_path / "spoiled"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    config = json.loads((model_dir / "config.json").read_text())
+    if change is not None:
+        change(config)
+    (folder / "config.json").write_text(json.dumps(config) if text is None else text)
+    return folder
+
+
+def model_field(name, value):
+    return lambda config: config["model"].__setitem__(name, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (model_field("channels", [100000, 100000]),
+         "channels must be a whole number from 1 to 1024, got 100000"),
+        (model_field("emb_dim", 1e9),
+         "emb_dim must be a whole number from 2 to 4096, got 1000000000.0"),
+        (model_field("emb_dim", 15), "emb_dim must be even"),
+        (model_field("T", 1e10), "T must be a whole number from 1 to 100000, got 10000000000.0"),
+        (model_field("groups", 0), "groups must be a whole number from 1 to 1024, got 0"),
+        (model_field("groups", 3), "every channel count must be divisible by groups=3"),
+        (model_field("num_labels", "3"),
+         "num_labels must be a whole number from 1 to 4096, got '3'"),
+        (model_field("num_labels", True),
+         "num_labels must be a whole number from 1 to 4096, got True"),
+        (model_field("resolution", 2), "resolution must be a whole number from 4 to 256, got 2"),
+        (model_field("resolution", 9), r"resolution 9 must be divisible by 2\^1"),
+        (model_field("in_channels", 5), r"in_channels must be 3 \(RGB\) or 4 \(RGBA\), got 5"),
+        (model_field("text_dim", -1), "text_dim must be a whole number from 0 to 4096, got -1"),
+        (model_field("attention", [7]),
+         "attention levels must be a whole number from 0 to 1, got 7"),
+        (model_field("attention", 1), "attention must be a list of whole numbers, got 1"),
+        (model_field("channels", [8] * 7),
+         r"the number of levels \(channels\) must be a whole number from 1 to 6, got 7"),
+        (model_field("self_condition", "yes"), "self_condition must be true or false"),
+        (model_field("prediction", "x0"), "prediction must be 'eps' or 'v'"),
+        (model_field("colour", "red"), r"the model config has unknown fields \['colour'\]"),
+        (lambda c: c.__setitem__("model", [8, 16]),
+         "the model config must be a JSON object, got list"),
+        (lambda c: c["schedule"].__setitem__("T", 1e10),
+         "schedule T must be a whole number from 1 to 100000"),
+        (lambda c: c["schedule"].__setitem__("kind", "magic"), "unknown schedule kind 'magic'"),
+        (lambda c: c["schedule"].__setitem__("beta_end", 2.0), r"every beta must lie in \(0, 1\)"),
+        (lambda c: c["schedule"].__setitem__("shape", 2),
+         "schedule 'linear': .*unexpected keyword argument 'shape'"),
+        (lambda c: c.__setitem__("schedule", "linear"), "schedule must be a JSON object"),
+        (lambda c: c.__setitem__("labels", ["a", "b"]),
+         "2 labels, but the model's num_labels is 3"),
+        (lambda c: c.__setitem__("labels", ["a", "a", "b"]), "labels has duplicates"),
+        (lambda c: c.__setitem__("labels", "abc"), "labels must be a list of label names"),
+        (lambda c: c.__setitem__("sampling", [1]), "sampling must be a JSON object"),
+        (lambda c: c.__setitem__("palette", ["red"]),
+         "palette must be a list of colours like '#1a2b3c'"),
+    ],
+)  # fmt: skip
+def test_a_bad_config_is_refused_with_its_field_before_anything_is_built(
+    model_dir: Path, tmp_path: Path, monkeypatch, change, message: str
+):
+    folder = spoiled(model_dir, tmp_path, change)
+    built = []
+    monkeypatch.setattr(ContextUnet, "__init__", lambda *a, **k: built.append(1))
+    with pytest.raises(ValueError, match=f"config.json: {message}"):
+        SpritePipeline.from_pretrained(folder)
+    assert built == []  # not even on the meta device: the config alone was enough
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[1, 2, 3]", "expected a JSON object, got a list"), ("{oops", "not valid JSON")],
+)
+def test_a_config_that_is_no_json_object_is_refused(model_dir, tmp_path, text, message):
+    with pytest.raises(ValueError, match=f"config.json: {message}"):
+        SpritePipeline.from_pretrained(spoiled(model_dir, tmp_path, text=text))
+
+
+def test_a_label_count_that_the_weights_do_not_have_is_refused_from_the_header(
+    model_dir: Path, tmp_path: Path, monkeypatch
+):
+    def two_labels(config):
+        config["model"]["num_labels"], config["labels"] = 2, ["a", "b"]
+
+    folder = spoiled(model_dir, tmp_path, two_labels)
+    monkeypatch.setattr(safetensors.torch, "load_model", lambda *a, **k: pytest.fail("read"))
+    with pytest.raises(
+        ValueError,
+        match=r"model\.safetensors: the weights were trained with 3 labels, but config\.json has 2",
+    ):
+        SpritePipeline.from_pretrained(folder)
+
+
+def test_weights_of_another_network_are_refused_from_the_header(model_dir, tmp_path, monkeypatch):
+    folder = spoiled(model_dir, tmp_path, model_field("channels", [16, 32]))
+    monkeypatch.setattr(safetensors.torch, "load_model", lambda *a, **k: pytest.fail("read"))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "model.safetensors: stem.weight is (8, 3, 3, 3), but config.json's network needs "
+            "(16, 3, 3, 3)"
+        ),
+    ):
+        SpritePipeline.from_pretrained(folder)
+    folder = spoiled(model_dir, tmp_path / "b", model_field("self_condition", True))
+    with pytest.raises(ValueError, match=r"stem\.weight is"):
+        SpritePipeline.from_pretrained(folder)
+    folder = spoiled(model_dir, tmp_path / "c", model_field("attention", [1]))
+    with pytest.raises(ValueError, match=r"not the network config.json describes \(missing \["):
+        SpritePipeline.from_pretrained(folder)
+
+
+def test_a_network_over_the_weight_budget_is_refused_without_allocating(model_dir, tmp_path):
+    huge = {"channels": [1024] * 6, "blocks_per_level": 8, "resolution": 64, "emb_dim": 4096}
+    assert UnetConfig(**huge).parameter_count() > MAX_PARAMETERS
+    folder = spoiled(model_dir, tmp_path, lambda config: config["model"].update(huge))
+    with pytest.raises(ValueError, match=f"the most a model may have is {MAX_PARAMETERS:,}"):
+        SpritePipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(model_dir: Path, tmp_path: Path, bad: float):
+    folder = spoiled(model_dir, tmp_path)
+    state = safetensors.torch.load_file(folder / "model.safetensors")
+    state["label_emb.weight"][0, 1] = bad
+    safetensors.torch.save_file(state, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"label_emb\.weight holds NaN or infinite values"):
+        SpritePipeline.from_pretrained(folder)
+
+
+def test_a_garbled_weights_file_is_named(model_dir: Path, tmp_path: Path):
+    folder = spoiled(model_dir, tmp_path)
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors file"):
+        SpritePipeline.from_pretrained(folder)
+
+
+def test_the_bounds_admit_every_shipped_model_and_the_good_folder(model_dir: Path):
+    assert SpritePipeline.from_pretrained(model_dir).labels == ["a", "b", "c"]
+    for config in Path(__file__).parents[1].glob("weights/*/config.json"):
+        section = json.loads(config.read_text()).get("model")
+        if section is not None and "channels" in section:
+            unet = UnetConfig.from_dict(section)
+            assert unet.parameter_count() < MAX_PARAMETERS
+            assert BOUNDS["T"][0] <= unet.T <= BOUNDS["T"][1]
+
+
+# -- uploads: checked before decoding, on every path -------------------------------------------
+
+
+def png_bomb(path: Path, side: int = 9000) -> Path:
+    """A 1-bit PNG of side x side black pixels: about 10 KB that decode to side² pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (1 + (side + 7) // 8)
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+    path.write_bytes(png + chunk(b"IEND", b""))
+    return path
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """Files no upload path may decode: a bomb, a non-image, an SVG, a truncated PNG."""
+    good = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        good, "PNG"
+    )
+    files = {
+        "bomb": png_bomb(folder / "bomb.png"),
+        "text": folder / "notes.png",
+        "svg": folder / "sprite.svg",
+        "truncated": folder / "cut.png",
+    }
+    files["text"].write_text("not a picture")
+    files["svg"].write_text('<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"/>')
+    files["truncated"].write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    return files
+
+
+@pytest.fixture
+def no_big_decode(monkeypatch):
+    """Fail any decode of a picture larger than the upload limit."""
+    load = ImageFile.ImageFile.load
+
+    def guarded_load(image):
+        assert image.width * image.height <= limits.MAX_UPLOAD_PIXELS, "a bomb was decoded"
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", guarded_load)
+
+
+def test_the_editor_refuses_bad_files_as_forward_does(tmp_path: Path, no_big_decode):
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    editor = checked_editor(type="numpy", image_mode="RGBA")
+    studio = Studio({"tiny": tiny_pipeline()}, OutputStore(tmp_path / "out"))
+    files = bad_files(tmp_path)
+    assert files["bomb"].stat().st_size < 20_000
+    for name, path in files.items():
+        with pytest.raises(InputError) as forward:
+            studio.upload("tiny", str(path))
+        start = time.perf_counter()
+        with pytest.raises(InputError) as edit:
+            editor.preprocess(EditorData(background=FileData(path=str(path)), layers=[]))
+        assert time.perf_counter() - start < 1.0, name
+        assert edit.value.message == forward.value.message, name
+    # The header check's sentence, whether it or Pillow's own bound (set at launch) caught it.
+    assert TOO_MANY_PIXELS in editor_refusal(editor, files["bomb"])
+    assert "not an image we can read" in editor_refusal(editor, files["svg"])
+
+
+def editor_refusal(editor, path: Path) -> str:
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    with pytest.raises(InputError) as refused:
+        editor.preprocess(EditorData(background=FileData(path=str(path)), layers=[]))
+    return refused.value.message
+
+
+def test_pictures_sent_ahead_of_an_edit_are_bounded(tmp_path: Path, monkeypatch):
+    from gradio.components.image_editor import AcceptBlobs
+
+    monkeypatch.setattr(edit_module, "EDITOR_PENDING_BYTES", 200_000)
+    editor = checked_editor(type="numpy", image_mode="RGBA")
+    picture = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 256, 4), np.uint8)).save(
+        picture, "PNG"
+    )
+    blob = picture.getvalue()  # about 260 KB of noise
+    for i in range(5):
+        data = {"type": "layer", "index": 1, "id": f"edit{i}", "file": b""}
+        editor.accept_blobs(AcceptBlobs(data=data, files=[("layer", blob[:100_000])]))
+    assert list(editor.blob_storage) == ["edit3", "edit4"]  # the oldest went first
+    with pytest.raises(InputError, match="at most 4 layers"):
+        data = {"type": "layer", "index": 10**9, "id": "huge", "file": b""}
+        editor.accept_blobs(AcceptBlobs(data=data, files=[("layer", blob)]))
+    with pytest.raises(InputError, match="more than 16,777,216 pixels"):
+        bomb = png_bomb(tmp_path / "b.png").read_bytes()
+        data = {"type": "background", "index": None, "id": "bomb", "file": b""}
+        editor.accept_blobs(AcceptBlobs(data=data, files=[("background", bomb)]))
+    assert "huge" not in editor.blob_storage and "bomb" not in editor.blob_storage
+
+
+# -- one caller cannot take the server ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free port, behind one (pretended) proxy: X-Forwarded-For names the caller."""
+    import app
+    from tests.test_app import free_port
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sessions_module, "PROXY_HOPS", 1)
+        demo = app.build_demo({"tiny": tiny_pipeline()}, OutputStore(tmp_path_factory.mktemp("o")))
+        port = free_port()
+        app.launch(
+            demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+        )
+        yield f"http://127.0.0.1:{port}"
+        demo.close()
+
+
+GOOD = {"label": "hero", "sampler": "ddim", "steps": 2, "guidance": 2.0, "seed": 0, "n": 1}
+
+
+def call(server: str, name: str, data: list | dict, address: str = "10.9.9.9") -> httpx.Response:
+    """POST /gradio_api/call/<name> as raw HTTP from ``address``: ``data`` a list of every
+    input, or a dict of some by name (the rest take their defaults, /call/v2)."""
+    headers = {"x-forwarded-for": f"6.6.6.6, {address}"}  # the first entry is forged
+    if isinstance(data, dict):
+        return httpx.post(f"{server}/gradio_api/call/v2/{name}", json=data, headers=headers)
+    return httpx.post(f"{server}/gradio_api/call/{name}", json={"data": data}, headers=headers)
+
+
+def outcome(server: str, name: str, response: httpx.Response) -> tuple[str, str]:
+    """(the last SSE event, its data) of a /call that was accepted."""
+    event_id = response.json()["event_id"]
+    text = httpx.get(f"{server}/gradio_api/call/{name}/{event_id}", timeout=60).text
+    events = re.findall(r"event: (\w+)\ndata: (.*)", text)
+    return events[-1]
+
+
+def test_only_the_documented_api_answers_by_name(server: str):
+    from gradio_client import Client
+
+    named = Client(server + "/", verbose=False).view_api(print_info=False, return_format="dict")
+    public = set(named["named_endpoints"])
+    docs = " ".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    documented = set(re.findall(r"[`\"](/\w+)[`\"]", docs))
+    assert {"/generate", "/edit", "/morph", "/compare"} <= public
+    assert public <= documented, f"public but not in docs/: {public - documented}"
+    for name in ("draw_sprite", "new_sprite", "first_sprite", "noised", "generate_1", "nosuch"):
+        refused = call(server, name, ["tiny"])
+        assert refused.status_code == 404, name
+        assert refused.json()["error"].startswith(f"No API endpoint /{name} here. The API: /")
+    for name in ("generate", "draw_sprite", "compare"):  # /run skips the queue: closed to them
+        assert httpx.post(f"{server}/gradio_api/run/{name}", json={"data": []}).status_code == 404
+    assert outcome(server, "generate", call(server, "generate", GOOD))[0] == "complete"
+
+
+def test_request_bodies_over_the_bound_are_refused(server: str):
+    big = b'{"data": ["' + b"x" * (limits.MAX_REQUEST_BYTES + 1) + b'"]}'
+    headers = {"content-type": "application/json"}
+    said = httpx.post(f"{server}/gradio_api/call/generate", content=big, headers=headers)
+    assert said.status_code == 413 and "65,536 bytes" in said.json()["error"]
+
+    def streamed():  # no Content-Length: counted as it arrives
+        yield big[:1000]
+        yield big[1000:]
+
+    chunked = httpx.post(f"{server}/gradio_api/call/generate", content=streamed(), headers=headers)
+    assert chunked.status_code == 413
+    upload = b"\x00" * (limits.MAX_UPLOAD_BYTES + limits.MAX_REQUEST_BYTES + 1)
+    files = {"files": ("big.png", upload, "image/png")}
+    assert httpx.post(f"{server}/gradio_api/upload", files=files).status_code == 413
+    small = {"files": ("ok.png", b"\x89PNG", "image/png")}
+    assert httpx.post(f"{server}/gradio_api/upload", files=small).status_code == 200
+
+
+def test_refusals_reach_raw_http_as_errors_in_a_short_clean_line(server: str, caplog):
+    kind, data = outcome(server, "generate", call(server, "generate", {**GOOD, "steps": 5000}))
+    assert kind == "error" and "Steps for ddim must be a whole number from 1 to 100" in data
+    kind, data = outcome(server, "generate", call(server, "generate", ["hero"]))
+    assert kind == "error" and "didn't receive enough input values" in data and len(data) < 300
+    sneaky = "\x1b[31m\u202ehero" + "x" * 50_000  # an escape code, a right-to-left override
+    with caplog.at_level(logging.INFO, logger="sprite_studio"):
+        kind, data = outcome(
+            server, "generate", call(server, "generate", {**GOOD, "label": sneaky})
+        )
+    message = json.loads(data)["error"]
+    assert kind == "error" and "is not in the list of choices: ['hero'" in message
+    assert len(message) < 400 and "\x1b" not in message and "\u202e" not in message
+    lines = [r for r in caplog.records if "not in the list of choices" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None and len(lines[0].getMessage()) < 400
+
+
+def test_one_caller_cannot_take_the_queue(server: str, monkeypatch):
+    from gradio_client import Client
+    from gradio_client.exceptions import ValidationError
+    from gradio_client.utils import Status
+
+    from ui import gate
+
+    for module in (gate, sessions_module):  # fewer runs to wait for in a test
+        monkeypatch.setattr(module, "MAX_JOBS_PER_CLIENT", 3)
+    slow = {**GOOD, "sampler": "ddpm", "steps": 60, "n": 4}
+    flood = [call(server, "generate", slow, address="10.0.0.1") for _ in range(8)]
+    accepted = [r for r in flood if r.status_code == 200]
+    refused = [r for r in flood if r.status_code != 200]
+    assert len(accepted) == 3 and {r.status_code for r in refused} == {400}
+    assert "Your address already has 3 runs going or waiting" in refused[0].json()["detail"]
+    # One session through gradio_client, from another address: 2 runs, then a clear refusal.
+    one = Client(server + "/", verbose=False, headers={"x-forwarded-for": "10.0.0.2"})
+    jobs = [one.submit(**slow, api_name="/generate") for _ in range(2)]
+    for job in jobs:  # each has joined the queue (submit only starts joining)
+        deadline = time.monotonic() + 20
+        while job.status().code in (Status.STARTING, Status.JOINING_QUEUE):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    with pytest.raises(ValidationError, match="You already have 2 runs going or waiting"):
+        one.predict(**slow, api_name="/generate")
+    # Someone else, meanwhile, is served after the flood's few places, not after the flood.
+    start = time.perf_counter()
+    other = Client(server + "/", verbose=False, headers={"x-forwarded-for": "10.0.0.3"})
+    status = other.predict(**{**GOOD, "label": "food"}, api_name="/generate")[1]
+    waited = time.perf_counter() - start
+    assert status.startswith("done: 1 × food")
+    for job in jobs:
+        assert job.result(timeout=60)[1].startswith("done: 4 × hero")
+    assert all(outcome(server, "generate", r)[0] == "complete" for r in accepted)
+    assert waited < 60
+    # The flood's places are free again once its runs are done.
+    assert call(server, "generate", GOOD, address="10.0.0.1").status_code == 200
+
+
+def test_the_handler_counts_runs_of_a_session_and_of_its_address(monkeypatch):
+    monkeypatch.setattr(sessions_module, "MAX_JOBS_PER_CLIENT", 1)
+    sessions = sessions_module.Sessions()
+    sessions.note_client("a", "10.0.0.1")
+    sessions.note_client("b", "10.0.0.1")
+    sessions.note_client("c", "10.0.0.2")
+    with sessions.job("a"):
+        with pytest.raises(InputError, match="Your address already has 1 runs"), sessions.job("b"):
+            pass
+        with sessions.job("c"):  # another address is not affected
+            pass
+    with sessions.job("b"):  # a finished run frees its place
+        pass
+
+
+@pytest.mark.parametrize(
+    ("hops", "forwarded", "address"),
+    [
+        (0, "1.2.3.4", "127.0.0.1"),  # no proxy: the header is anyone's to forge
+        (1, "1.2.3.4", "1.2.3.4"),
+        (1, "6.6.6.6, 1.2.3.4", "1.2.3.4"),  # what a caller wrote before the proxy's entry
+        (2, "6.6.6.6, 1.2.3.4, 10.0.0.9", "1.2.3.4"),
+        (1, None, "127.0.0.1"),
+    ],
+)
+def test_the_client_address_behind_a_proxy(monkeypatch, hops, forwarded, address):
+    monkeypatch.setattr(sessions_module, "PROXY_HOPS", hops)
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    assert sessions_module.client_address("127.0.0.1", headers) == address
+
+
+def test_messages_echo_a_short_excerpt_without_control_characters():
+    text = clean_excerpt("\x1b[2Jhe\u202ello\n" + "y" * 1000)
+    assert text.startswith("[2Jhello" + "y" * 10) and text.endswith("(1,008 characters)")
+    assert len(text) < limits.MAX_TEXT + 40
+
+
+# -- memory and disk: sessions expire, uploads have a budget -----------------------------------
+
+
+def test_idle_sessions_are_forgotten(tmp_path: Path):
+    import datetime
+
+    import app
+
+    demo = app.build_demo({"tiny": tiny_pipeline()}, OutputStore(tmp_path / "out"))
+    holder = demo.state_holder
+    holder.set_blocks(demo)
+    for session in ("old", "recent"):
+        holder[session]  # Gradio makes a session's copy on its first look
+    holder.time_last_used["old"] -= datetime.timedelta(seconds=limits.SESSION_TTL_S + 1)
+    assert sessions_module.expire_sessions(holder) == 1
+    assert "old" not in holder and "recent" in holder
+
+
+def test_an_upload_burst_from_one_address_is_cut_off(server: str):
+    picture = b"\x89PNG" + b"\x00" * (4 * 2**20)  # 4 MB: twelve fit in the 50 MB budget
+    assert limits.UPLOAD_BUDGET_BYTES == 50 * 2**20
+    replies = []
+    for address in ["10.1.1.1"] * 13 + ["10.1.1.2"]:
+        files = {"files": ("big.png", picture, "image/png")}
+        headers = {"x-forwarded-for": address}
+        replies.append(httpx.post(f"{server}/gradio_api/upload", files=files, headers=headers))
+    assert [r.status_code for r in replies] == [200] * 12 + [429, 200]
+    assert replies[12].json()["error"].startswith("Your address has uploaded 48.0 MB in the last")
+
+
+def test_a_prompt_loses_its_control_characters_before_it_is_echoed():
+    from tests.test_app import tiny_text_pipeline
+    from ui.run import check_prompt
+
+    pipe = tiny_text_pipeline()
+    assert check_prompt(pipe, "\x1b[2J blue\u202e \u200bpotion\x00") == "[2J blue potion"
+    assert check_prompt(pipe, "\u202e\x1b") is None  # nothing left: an empty box
