@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import safetensors.torch
@@ -30,12 +31,26 @@ from torch.nn import functional as F
 
 from . import render
 from .files import atomic_write
+from .model import check_whole
 
 FORMAT = "spriteclip/1"
 PAD, UNK = "[PAD]", "[UNK]"
 # Words that change meaning when a sprite is mirrored, so a flipped sprite gets a mirrored name.
 MIRRORED = {"left": "right", "nw": "ne", "sw": "se", "west": "east"}
 MIRRORED |= {b: a for a, b in MIRRORED.items()}
+
+
+# What a SpriteCLIP folder's config may ask for, checked before anything is allocated: at the
+# top of every bound the encoders hold about 190M weights (the shipped one about 0.9M).
+CLIP_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (2, 32_768),
+    "max_tokens": (1, 256),
+    "width": (1, 1024),
+    "layers": (1, 12),
+    "heads": (1, 64),
+    "embed_dim": (1, 1024),
+    "resolution": (4, 256),
+}
 
 
 @dataclass
@@ -49,6 +64,21 @@ class ClipConfig:
     heads: int = 4
     embed_dim: int = 128
     resolution: int = 16
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in CLIP_BOUNDS.items():
+            check_whole(name, getattr(self, name), low, high)
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must divide into heads ({self.heads})")
+
+    @classmethod
+    def from_dict(cls, fields: Any) -> ClipConfig:
+        """A config from its JSON object; ValueError for anything else or an unknown field."""
+        if not isinstance(fields, dict):
+            raise ValueError("model must be a JSON object of the encoder's settings")
+        if unknown := sorted(set(fields) - set(CLIP_BOUNDS)):
+            raise ValueError(f"unknown settings {unknown}; known: {sorted(CLIP_BOUNDS)}")
+        return cls(**fields)
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
@@ -194,12 +224,24 @@ class SpriteCLIP(nn.Module):
         for name in ("config.json", "tokenizer.json", "model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} is not a SpriteCLIP folder: {name} is missing")
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("format") != FORMAT:
-            raise ValueError(f"{folder}: not a {FORMAT} config ({config.get('format')=})")
+        config_path = folder / "config.json"
+        try:
+            config = json.loads(config_path.read_text())
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+            if config.get("format") != FORMAT:
+                raise ValueError(f"not a {FORMAT} config ({config.get('format')=})")
+            clip_config = ClipConfig.from_dict(config.get("model"))
+            words = config.get("words")
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise ValueError("words must be a list of the training names' words")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{config_path}: {err}") from None
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        clip = cls(ClipConfig(**config["model"]), tokenizer, config["words"])
+        clip = cls(clip_config, tokenizer, words)
         safetensors.torch.load_model(clip, folder / "model.safetensors", device="cpu")
+        if not all(bool(torch.isfinite(p).all()) for p in clip.parameters()):
+            raise ValueError(f"{folder / 'model.safetensors'}: holds NaN or infinite weights")
         return clip.eval()
 
 

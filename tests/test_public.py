@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import struct
 import time
 import zlib
@@ -26,8 +27,9 @@ import safetensors.torch
 import torch
 from PIL import Image, ImageFile
 
-from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
+from diffusion import ContextUnet, Schedule, SpriteCLIP, SpritePipeline, UnetConfig
 from diffusion.model import BOUNDS, MAX_PARAMETERS
+from diffusion.pipeline import WEIGHTS
 from tests.test_app import tiny_pipeline
 from ui import edit as edit_module
 from ui import limits
@@ -514,3 +516,35 @@ def test_a_prompt_loses_its_control_characters_before_it_is_echoed():
     pipe = tiny_text_pipeline()
     assert check_prompt(pipe, "\x1b[2J blue\u202e \u200bpotion\x00") == "[2J blue potion"
     assert check_prompt(pipe, "\u202e\x1b") is None  # nothing left: an empty box
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vocab_size": 10**9}, "vocab_size must be a whole number from 2 to 32768"),
+        ({"width": 100, "heads": 3}, "width (100) must divide into heads (3)"),
+        ({"layers": "2"}, "layers must be a whole number"),
+        ({"colour": 1}, "unknown settings ['colour']"),
+    ],
+)
+def test_a_text_encoder_config_is_checked_before_it_is_built(tmp_path, change, message):
+    folder = shutil.copytree(WEIGHTS / "spriteclip", tmp_path / "clip")
+    config = json.loads((folder / "config.json").read_text())
+    config["model"].update(change)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as err:
+        SpriteCLIP.from_pretrained(folder)
+    assert str(err.value).startswith(str(folder / "config.json")) and message in str(err.value)
+
+
+def test_a_text_encoder_of_nan_weights_or_a_json_list_is_refused(tmp_path):
+    folder = shutil.copytree(WEIGHTS / "spriteclip", tmp_path / "clip")
+    weights = safetensors.torch.load_file(folder / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    safetensors.torch.save_file(weights, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        SpriteCLIP.from_pretrained(folder)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        SpriteCLIP.from_pretrained(folder)
