@@ -333,15 +333,26 @@ def test_edit_keeps_its_sprite_when_an_upload_is_refused(browser, url: str, tmp_
     page.close()
 
 
+def fill_kept(page, selector: str, text: str) -> None:
+    """Fill a box inside a just-opened accordion: Gradio mounts an accordion's contents on first
+    open, and a box filled before that settles is replaced by an empty one (a person cannot type
+    that fast). Refill until the value stays."""
+    box = page.locator(selector).first
+    for _ in range(20):
+        box.fill(text)
+        page.wait_for_timeout(250)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"{selector} kept losing its value")
+
+
 def test_text_guidance_controls_reach_the_status(browser, text_url: str):
     page = open_page(browser, text_url, 1280, 1000)
     page.locator("#prompt textarea, #prompt input").first.fill("red potion")
     page.get_by_text("Options", exact=True).click()
-    negative = page.locator("#negative-prompt textarea, #negative-prompt input").first
-    negative.fill("blue potion")
-    negative.press("Tab")
-    page.locator("#guidance-text input").first.fill("3")
-    page.locator("#rerank input[type=number]").first.fill("2")
+    fill_kept(page, "#negative-prompt textarea, #negative-prompt input", "blue potion")
+    fill_kept(page, "#guidance-text input", "3")
+    fill_kept(page, "#rerank input[type=number]", "2")
     page.locator("#rerank input[type=number]").first.press("Enter")
     page.click("#generate")
     status = wait_status(page, "done:")
