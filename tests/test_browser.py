@@ -263,9 +263,8 @@ def drawn_extent(shot: Image.Image) -> tuple[int, int]:
 def test_one_sprite_fills_its_panel(browser, url: str):
     page = open_page(browser, url, 1280, 1000)
     page.get_by_text("Options", exact=True).click()
-    batch = page.locator("#batch input[type=number]")
-    batch.fill("1")
-    batch.press("Enter")
+    fill_kept(page, "#batch input[type=number]", "1")
+    page.locator("#batch input[type=number]").press("Enter")
     page.click("#generate")
     wait_status(page, "done: 1 × hero")
     page.wait_for_function("() => document.querySelector('#live img')?.complete")

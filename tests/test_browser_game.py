@@ -17,7 +17,7 @@ from PIL import Image
 
 from diffusion import palettes
 from tests import test_browser
-from tests.test_browser import SHOTS, no_error_pills, open_page, serve, wait_status
+from tests.test_browser import SHOTS, fill_kept, no_error_pills, open_page, serve, wait_status
 from tests.test_game import assert_clear_is_transparent, opaque_colours, tiny_rgba_pipeline
 
 pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -49,7 +49,7 @@ def test_a_game_maker_gets_tiles_a_sheet_and_their_palette(browser, game_url: st
     steps.press("Enter")
     page.get_by_text("Options", exact=True).click()
     pick(page, "palette", "PICO-8")
-    page.locator("#batch input[type='number']").fill("4")
+    fill_kept(page, "#batch input[type='number']", "4")
     page.locator("#batch input[type='number']").press("Enter")
     page.get_by_text("For games", exact=True).click()
     page.locator("#tileable input").check()
