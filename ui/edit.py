@@ -43,7 +43,7 @@ from .run import (
 from .sessions import session_of
 from .shell import Shell
 from .studio import UNREADABLE, Studio, default_palette, default_sampler, open_upload
-from .widgets import scroll_into_view, sprite_image
+from .widgets import negative_prompt_box, scroll_into_view, sprite_image
 
 CANVAS = 256  # px: the sprite enlarged on the canvas, so that a brush can pick out one pixel
 BRUSH = gr.Brush(default_size=12, colors=["#ff00ff"], color_mode="fixed")
@@ -277,13 +277,8 @@ class EditTab:
                     elem_id="edit-prompt",
                 )
                 self.typed = gr.State("")  # the prompt before the last keystroke
-                self.negative_prompt = gr.Textbox(
-                    "",
-                    label="Negative prompt (optional)",
-                    placeholder="what to steer away from",
-                    max_lines=1,
-                    visible=pipe0.supports_text,
-                    elem_id="edit-negative-prompt",
+                self.negative_prompt = negative_prompt_box(
+                    "edit-negative-prompt", pipe0.supports_text
                 )
                 self.strength = gr.Slider(
                     0.05,

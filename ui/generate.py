@@ -39,7 +39,7 @@ from .run import (
 from .sessions import session_of
 from .shell import Shell
 from .studio import Studio, default_palette, default_sampler, random_seed
-from .widgets import scroll_into_view, sprite_image
+from .widgets import negative_prompt_box, scroll_into_view, sprite_image
 
 PROMPT_EXAMPLES = [
     ("red potion", "food"),
@@ -226,13 +226,7 @@ class GenerateTab:
                         precision=None,
                     )
                     with gr.Column(visible=pipe0.supports_text) as self.text_options:
-                        self.negative_prompt = gr.Textbox(
-                            "",
-                            label="Negative prompt",
-                            placeholder="what guidance steers away from, e.g. dark",
-                            max_lines=1,
-                            elem_id="negative-prompt",
-                        )
+                        self.negative_prompt = negative_prompt_box("negative-prompt")
                         self.guidance_text = gr.Number(
                             value=None,
                             label="Text guidance",

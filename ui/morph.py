@@ -32,7 +32,7 @@ from .run import (
 from .sessions import session_of
 from .shell import Shell
 from .studio import Studio, default_sampler, default_steps
-from .widgets import scroll_into_view, sprite_image
+from .widgets import negative_prompt_box, scroll_into_view, sprite_image
 
 
 def deterministic_samplers() -> list[str]:
@@ -166,13 +166,8 @@ class MorphTab:
                     visible=pipe0.supports_text,
                     elem_id="morph-prompt",
                 )
-                self.negative_prompt = gr.Textbox(
-                    "",
-                    label="Negative prompt (optional)",
-                    placeholder="what to steer away from",
-                    max_lines=1,
-                    visible=pipe0.supports_text,
-                    elem_id="morph-negative-prompt",
+                self.negative_prompt = negative_prompt_box(
+                    "morph-negative-prompt", pipe0.supports_text
                 )
                 self.frames = gr.Slider(2, MAX_FRAMES, value=MORPH_FRAMES, step=1, label="Frames")
                 with gr.Accordion("Options", open=False):

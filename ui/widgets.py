@@ -1,4 +1,5 @@
-"""Layout pieces every tab uses: the picture that shows sprites, and bringing results into view."""
+"""Layout pieces every tab uses: the picture that shows sprites, the negative prompt box, and
+bringing results into view."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def sprite_image(label: str, min_width: int = 160, **kwargs: Any) -> gr.Image:
             interactive=False,
             **kwargs,
         )
+
+
+def negative_prompt_box(elem_id: str, visible: bool = True) -> gr.Textbox:
+    """The one-line box for a negative prompt: what guidance steers away from (a text model)."""
+    return gr.Textbox(
+        "",
+        label="Negative prompt (optional)",
+        placeholder="what guidance steers away from, e.g. dark",
+        max_lines=1,
+        visible=visible,
+        elem_id=elem_id,
+    )
 
 
 def scroll_into_view(elem_id: str) -> str:
