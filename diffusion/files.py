@@ -1,10 +1,13 @@
-"""Atomic file writes: a reader (or a crash) never sees half a config, weights or checkpoint."""
+"""Config and weight files: atomic writes, so a reader (or a crash) never sees half a config,
+weights or checkpoint; and a config read that names its file when it is not a JSON object."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Path], object]) -> Path:
@@ -23,3 +26,14 @@ def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Path]
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A config.json as a dict, or a ValueError naming the file: not JSON, or not an object."""
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(config).__name__}")
+    return config

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from . import objectives, render
 from .device import bf16_is_fast, configure_cpu_threads, default_device
-from .files import atomic_write
+from .files import atomic_write, read_config
 from .hub import resolve_model_dir
 from .model import (
     BOUNDS,
@@ -694,17 +694,6 @@ class SpritePipeline:
         transparency unless ``background=`` is given. Options as for :meth:`stream`."""
         *_, last = self.stream(context, n, **options)
         return last.x  # the last step lands on t = 0: the clean sprite
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A config.json as a dict, or a ValueError naming the file: not JSON, or not an object."""
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got a {type(config).__name__}")
-    return config
 
 
 def _schedule_of(section: Any) -> Schedule:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import render
-from .files import atomic_write
+from .files import atomic_write, read_config
 from .model import check_whole
 
 FORMAT = "spriteclip/1"
@@ -225,17 +225,15 @@ class SpriteCLIP(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} is not a SpriteCLIP folder: {name} is missing")
         config_path = folder / "config.json"
+        config = read_config(config_path)
         try:
-            config = json.loads(config_path.read_text())
-            if not isinstance(config, dict):
-                raise ValueError("not a JSON object")
             if config.get("format") != FORMAT:
                 raise ValueError(f"not a {FORMAT} config ({config.get('format')=})")
             clip_config = ClipConfig.from_dict(config.get("model"))
             words = config.get("words")
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
                 raise ValueError("words must be a list of the training names' words")
-        except (ValueError, UnicodeDecodeError) as err:
+        except ValueError as err:
             raise ValueError(f"{config_path}: {err}") from None
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         clip = cls(clip_config, tokenizer, words)

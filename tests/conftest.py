@@ -79,3 +79,13 @@ class GaussianOracle(torch.nn.Module):
         abar = self.schedule.alpha_bar(t.double()).view(-1, 1, 1, 1)
         var = abar * self.s**2 + 1 - abar
         return ((1 - abar).sqrt() * (x.double() - abar.sqrt() * self.mu) / var).to(x.dtype)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: small tensors on a busy 2-core machine gain nothing from a
+    second thread, which only waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

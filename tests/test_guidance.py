@@ -32,13 +32,7 @@ def label_pipeline() -> SpritePipeline:
     return pipe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A tiny network on a busy 2-core machine: a second thread only waits for the first.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -546,5 +546,5 @@ def test_a_text_encoder_of_nan_weights_or_a_json_list_is_refused(tmp_path):
     with pytest.raises(ValueError, match="NaN or infinite"):
         SpriteCLIP.from_pretrained(folder)
     (folder / "config.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="not a JSON object"):
+    with pytest.raises(ValueError, match="expected a JSON object, got a list"):
         SpriteCLIP.from_pretrained(folder)

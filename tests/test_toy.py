@@ -26,13 +26,7 @@ STDS = [0.25, 0.15, 0.2]
 WEIGHTS = [0.5, 0.3, 0.2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors on a busy 2-core machine: a second thread only waits for the first.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mixture_pdf(x0: np.ndarray) -> np.ndarray:
