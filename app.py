@@ -37,7 +37,7 @@ from ui.limits import (
 from ui.sessions import SessionExpiry
 from ui.shell import Shell
 from ui.storage import CacheSweeper, OutputStore
-from ui.studio import Studio, default_sampler, default_steps
+from ui.studio import Studio, default_sampler, default_steps, split_models
 
 try:  # On a ZeroGPU Space, @spaces.GPU borrows a GPU per call; everywhere else it is not needed.
     import spaces
@@ -79,8 +79,12 @@ def gpu(fn: Callable) -> Callable:
 def model_info(name: str, pipe: SpritePipeline) -> str:
     """One line about a model: its sprites, labels, schedule and recommended settings."""
     sampler = default_sampler(pipe)
+    latent = ""
+    if pipe.latent:
+        c, h, w = pipe.state_shape
+        latent = f" drawn as {h}×{w}×{c} latents that its decoder paints"
     return (
-        f"**{name}**: {pipe.resolution}×{pipe.resolution} sprites, labels "
+        f"**{name}**: {pipe.resolution}×{pipe.resolution} sprites{latent}, labels "
         f"{', '.join(pipe.labels)}; {pipe.schedule.kind} schedule, T = {pipe.schedule.T}; "
         f"recommended {sampler}, {default_steps(pipe, sampler)} steps, guidance "
         f"{pipe.defaults['guidance']:g}."
@@ -127,7 +131,8 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
 
 
 def discover_models(root: str | os.PathLike = WEIGHTS_DIR) -> dict[str, SpritePipeline]:
-    """Every model folder (one holding config.json) directly under ``root``, by folder name."""
+    """Every model folder (one holding config.json) directly under ``root``, by folder name;
+    an upscaler among them is set apart by the studio (``ui.studio.split_models``)."""
     root = Path(root)
     configs = sorted(root.glob("*/config.json")) if root.is_dir() else []
     # Only diffusion models: weights/ also holds the text encoder (SpriteCLIP) on its own.
@@ -141,7 +146,7 @@ def discover_models(root: str | os.PathLike = WEIGHTS_DIR) -> dict[str, SpritePi
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     models = discover_models()
-    if not models:
+    if not split_models(models)[0]:  # an upscaler alone draws nothing
         raise SystemExit(
             f"No model found under {WEIGHTS_DIR}: expected folders holding config.json and "
             "model.safetensors (e.g. weights/sprites16)."

@@ -172,8 +172,8 @@ def _split_text(split: str) -> str:
     return "all of the data, the evaluator's held-out split included, which flatters its scores"
 
 
-def _kind(model: dict) -> str:
-    if model.get("in_channels", 3) == 4:
+def _kind(model: dict, latent: bool = False) -> str:
+    if latent or model.get("in_channels", 3) == 4:
         return "transparent (RGBA, hard alpha; `background=` composites them onto a colour)"
     return "RGB (on white)"
 
@@ -188,25 +188,56 @@ def _totals(training: dict) -> str:
     )
 
 
-def render_card(config: dict, metrics: dict | None = None, name: str = "model") -> str:
-    """The card's Markdown text."""
+def _latent_text(vae: dict, model: dict) -> str:
+    """What a latent model is, with its autoencoder's figures."""
+    m, training = vae["model"], vae.get("training", {})
+    side, factor = m["resolution"], 2 ** (len(m["channels"]) - 1)
+    figures = vae.get("reconstruction", {})
+    psnr = figures.get("psnr_held_out")
+    return (
+        f"A latent diffusion model (Rombach et al. 2022): its ContextUnet denoises "
+        f"{side // factor}x{side // factor} latents of {m['latent_channels']} channels, and the "
+        f"decoder of its autoencoder (`autoencoder/`, a SpriteVAE of channels {m['channels']}, "
+        f"{training.get('steps', '?')} steps in {training.get('minutes', '?')} minutes"
+        + (f"; held-out reconstruction {psnr:.1f} dB PSNR" if psnr else "")
+        + f") paints the {side}x{side} sprites. Edits and morphs happen in latent space.\n"
+    )
+
+
+def render_card(
+    config: dict, metrics: dict | None = None, name: str = "model", vae: dict | None = None
+) -> str:
+    """The card's Markdown text; ``vae`` is a latent model's autoencoder config.json."""
     training = config.get("training", {})
     model, schedule = config["model"], config["schedule"]
     sampling = config.get("sampling", {})
     recipe = training.get("recipe", {})
+    side = vae["model"]["resolution"] if vae else model["resolution"]
+    depth = vae["model"]["in_channels"] if vae else model.get("in_channels", 3)
     front = "---\nlicense: cc-by-4.0\nlibrary_name: sprite-diffusion\ntags:\n- diffusion\n"
     front += "- pixel-art\n- class-conditional\n---\n\n"
+    conditioned = "class- and text-conditioned" if model.get("text_dim") else "class-conditioned"
+    what = (
+        f"A {conditioned} ContextUnet that draws {side}x{side} {_kind(model, bool(vae))} "
+        "pixel-art sprites, trained with Sprite Diffusion Studio.\n"
+    )
+    use = f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)'
+    if low := model.get("low_res"):
+        what = (
+            f"A 2x upscaler (SR3, Saharia et al. 2021): a ContextUnet that draws a {side}x{side} "
+            f"{_kind(model)} sprite conditioned on a {low}x{low} one, enlarged "
+            "nearest-neighbour; trained with Sprite Diffusion Studio on sprites and their "
+            "halves (the 2x2 average, or one pixel of each 2x2 block).\n"
+        )
+        use = f"images = pipe.upscale(small, seed=0)  # small: uint8 ({low}, {low}, 4)"
     parts = [
         f"{front}# {Path(name).name}\n",
-        f"A {'class- and text-conditioned' if model.get('text_dim') else 'class-conditioned'} "
-        f"ContextUnet that draws {model['resolution']}x{model['resolution']} "
-        f"{_kind(model)} pixel-art sprites, trained with Sprite Diffusion Studio.\n",
+        what + (_latent_text(vae, model) if vae else ""),
         f"Labels: {', '.join(config['labels'])}.\n",
         "![samples](samples.png)\n",
         "## Use\n\n```python\nfrom diffusion import SpritePipeline\n\n"
         f'pipe = SpritePipeline.from_pretrained("{name}")\n'
-        f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (16, H, W, '
-        f"{model.get('in_channels', 3)})\n"
+        f"{use}  # uint8 (n, {side}, {side}, {depth})\n"
         "```\n",
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
         f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing, palette stage "
@@ -248,7 +279,10 @@ def write_model_card(folder: str | os.PathLike) -> Path:
     config = json.loads((folder / "config.json").read_text())
     eval_path = folder / "eval.json"
     metrics = json.loads(eval_path.read_text()) if eval_path.is_file() else None
-    return atomic_write(folder / "README.md", render_card(config, metrics, name=os.fspath(folder)))
+    vae_path = folder / "autoencoder" / "config.json"
+    vae = json.loads(vae_path.read_text()) if config.get("latent") else None
+    text = render_card(config, metrics, name=os.fspath(folder), vae=vae)
+    return atomic_write(folder / "README.md", text)
 
 
 SPLIT_NAMES = {"held_out": "held-out (never seen)", "training": "training (the first 720)"}

@@ -9,8 +9,9 @@ import huggingface_hub
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-# A text model keeps its SpriteCLIP in a text_encoder/ sub-folder.
-MODEL_FILES = ("config.json", "model.safetensors", "README.md", "text_encoder/*")
+# A text model keeps its SpriteCLIP in a text_encoder/ sub-folder, a latent model its SpriteVAE
+# in autoencoder/.
+MODEL_FILES = ("config.json", "model.safetensors", "README.md", "text_encoder/*", "autoencoder/*")
 
 
 def resolve_model_dir(name: str | os.PathLike) -> Path:

@@ -34,8 +34,10 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "groups": (1, 1024),
     "T": (1, 100_000),  # also the most steps a model folder's schedule may have
     "text_dim": (0, 4096),
+    # Channels of what the network denoises: 3 (RGB) or 4 (RGBA) pixels, or a latent model's
+    # latent channels (see diffusion.autoencoder).
+    "in_channels": (1, 16),
 }
-IN_CHANNELS = (3, 4)  # RGB, or RGBA for a model of transparency: what the renderer draws
 MAX_PARAMETERS = 200_000_000  # 800 MB of float32 weights; the shipped models have about 2M
 HEAD_DIM = 32  # channels per self-attention head
 
@@ -72,13 +74,18 @@ class UnetConfig:
     # Size of a text embedding (SpriteCLIP's) that conditions the network beside the label;
     # 0 for a label-only model.
     text_dim: int = 0
+    # An upscaler (SR3, Saharia et al. 2021) also sees a low-resolution image of this side (and
+    # of in_channels), enlarged nearest-neighbour to ``resolution``; 0 for any other model.
+    low_res: int = 0
 
     def __post_init__(self) -> None:
         for name in ("num_labels", "resolution", "blocks_per_level", "emb_dim", "groups", "T"):
             check_whole(name, getattr(self, name), *BOUNDS[name])
         check_whole("text_dim", self.text_dim, *BOUNDS["text_dim"])
-        if self.in_channels not in IN_CHANNELS or isinstance(self.in_channels, bool):
-            raise ValueError(f"in_channels must be 3 (RGB) or 4 (RGBA), got {self.in_channels!r}")
+        check_whole("in_channels", self.in_channels, *BOUNDS["in_channels"])
+        check_whole("low_res", self.low_res, 0, self.resolution - 1)
+        if self.low_res and self.resolution % self.low_res:
+            raise ValueError(f"low_res {self.low_res} must divide resolution {self.resolution}")
         if self.emb_dim % 2:
             raise ValueError(f"emb_dim must be even (sines and cosines), got {self.emb_dim}")
         if not isinstance(self.self_condition, bool):
@@ -234,8 +241,9 @@ class ContextUnet(nn.Module):
     (n, num_labels) label weights: one-hot for a label, a mix for blends, all zeros for none.
     With ``config.self_condition``, ``x0_prev`` (n, C, H, W) is the previous x0 estimate
     (zeros, the default, for none). With ``config.text_dim``, ``text`` (n, text_dim) is the
-    prompt's embedding (zeros, the default, for none). ``config.prediction`` says whether the
-    output is eps or v.
+    prompt's embedding (zeros, the default, for none). With ``config.low_res`` (an upscaler),
+    ``low`` (n, C, low_res, low_res) is the image to enlarge. ``config.prediction`` says
+    whether the output is eps or v.
     """
 
     def __init__(self, config: UnetConfig | None = None, **kwargs) -> None:
@@ -251,7 +259,7 @@ class ContextUnet(nn.Module):
             # Zero at first: a text model fine-tuned from a label model starts as that model.
             nn.init.zeros_(self.text_mlp[-1].weight)
             nn.init.zeros_(self.text_mlp[-1].bias)
-        stem_in = 2 * c.in_channels if c.self_condition else c.in_channels
+        stem_in = c.in_channels * (1 + c.self_condition + bool(c.low_res))
         self.stem = _Conv3x3(stem_in, ch[0])
 
         self.down = nn.ModuleList()
@@ -307,10 +315,16 @@ class ContextUnet(nn.Module):
         context: Tensor,
         x0_prev: Tensor | None = None,
         text: Tensor | None = None,
+        low: Tensor | None = None,
     ) -> Tensor:
         emb = self.embed(t, context, text)
         if self.config.self_condition:
             x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x)], dim=1)
+        if self.config.low_res:
+            if low is None:
+                raise ValueError("an upscaler needs the low-resolution image: low=")
+            factor = self.config.resolution // self.config.low_res
+            x = torch.cat([x, F.interpolate(low.to(x), scale_factor=factor, mode="nearest")], 1)
         h = self.stem(x)
         skips = []
         for layer in self.down:

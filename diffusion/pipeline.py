@@ -26,6 +26,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from . import objectives, render
+from .autoencoder import SpriteVAE
 from .device import bf16_is_fast, configure_cpu_threads, default_device
 from .files import atomic_write, read_config
 from .hub import resolve_model_dir
@@ -53,9 +54,12 @@ from .text import SpriteCLIP
 _HERE = Path(__file__).resolve().parent
 WEIGHTS = next((p for p in (_HERE.parent / "weights", _HERE / "weights") if p.is_dir()), _HERE)
 DEFAULT_MODEL = WEIGHTS / "sprites16"
+UPSCALER = WEIGHTS / "upscale2x"  # the shipped 2x upscaler (SR3), trained on 32x32 tiles
 FORMAT = "sprite-diffusion/1"
 Context = str | int | Mapping[str, float] | Sequence[float] | np.ndarray | Tensor | None
 TEXT_ENCODER = "text_encoder"  # the sub-folder of a text model that holds its SpriteCLIP
+AUTOENCODER = "autoencoder"  # the sub-folder of a latent model that holds its SpriteVAE
+PIXEL_CHANNELS = (3, 4)  # RGB, or RGBA for a model of transparency: what the renderer draws
 
 
 class UnknownWordsWarning(UserWarning):
@@ -80,6 +84,10 @@ class Frame:
     # hold every candidate, its n sprites are.
     picked: np.ndarray | None = None
     branches: Branches | None = None  # guidance taken apart, with stream(branches=True)
+    # A latent model's state: the noisy latent it denoises, float32 (n, h, w, C) in the
+    # network's variance-preserving view (about N(0, 1) at the start, the clean latent at the
+    # end); ``x`` and ``x0`` are what the autoencoder's decoder makes of it.
+    latent: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class SpritePipeline:
         resolution: int | None = None,
         defaults: Mapping[str, Any] | None = None,
         text_encoder: SpriteCLIP | None = None,
+        autoencoder: SpriteVAE | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cpu":
@@ -132,8 +141,25 @@ class SpritePipeline:
         self.schedule = schedule
         self.labels = list(labels)
         config = getattr(model, "config", None)
-        self.resolution = resolution or getattr(config, "resolution", 16)
-        self.channels = getattr(config, "in_channels", 3)
+        side = resolution or getattr(config, "resolution", 16)
+        # What the network denoises: pixels, or a latent model's latents.
+        self.state_shape = (getattr(config, "in_channels", 3), side, side)
+        self.autoencoder = autoencoder.to(self.device).eval() if autoencoder else None
+        # The sprites' side and channels, which a latent model's decoder paints.
+        self.resolution, self.channels = side, self.state_shape[0]
+        if autoencoder is not None:
+            vae = autoencoder.config
+            if (vae.latent_channels, vae.latent_resolution) != self.state_shape[:2]:
+                raise ValueError(
+                    f"the autoencoder's latents are {vae.latent_channels}x"
+                    f"{vae.latent_resolution}x{vae.latent_resolution}, the network denoises "
+                    f"{'x'.join(map(str, self.state_shape))}"
+                )
+            self.resolution, self.channels = vae.resolution, vae.in_channels
+        elif self.channels not in PIXEL_CHANNELS:
+            raise ValueError(_needs_autoencoder(self.channels))
+        # An upscaler's input side (SR3), 0 for a model that draws from labels and prompts.
+        self.low_res = getattr(config, "low_res", 0)
         self.defaults = {**FALLBACK, **(defaults or {})}
         self.config: dict[str, Any] = {}  # the whole config.json of a loaded model
         # The training data's colours, (k, 3) uint8, for the palette stage (palette="data").
@@ -161,6 +187,10 @@ class SpritePipeline:
             raise ValueError("outline= goes around transparent sprites: it needs an RGBA model")
         if options.tileable and not isinstance(self.model, ContextUnet):
             raise ValueError("tileable=True needs a ContextUnet, whose convolutions can wrap")
+        if options.tileable and self.autoencoder is not None:
+            raise ValueError(
+                "tileable=True needs a pixel model: a latent model's decoder does not wrap"
+            )
         if options.prompt is not None:
             self._prompts(options.prompt, n)
         if options.negative_prompt is not None:
@@ -178,6 +208,11 @@ class SpritePipeline:
         """Whether the model draws transparency: its sprites come out RGBA unless a
         ``background=`` is given."""
         return self.channels == 4
+
+    @property
+    def latent(self) -> bool:
+        """Whether the network denoises an autoencoder's latents rather than pixels."""
+        return self.autoencoder is not None
 
     @property
     def supports_text(self) -> bool:
@@ -211,6 +246,8 @@ class SpritePipeline:
             raise ValueError(f"{config_path}: not a {FORMAT} config ({config.get('format')=})")
         try:
             unet = UnetConfig.from_dict(config.get("model"))
+            if not config.get("latent") and unet.in_channels not in PIXEL_CHANNELS:
+                raise ValueError(_needs_autoencoder(unet.in_channels))
             schedule = _schedule_of(config.get("schedule"))
             labels = _labels_of(config.get("labels"), unet.num_labels)
             defaults = config.get("sampling")
@@ -226,9 +263,27 @@ class SpritePipeline:
         text_encoder = None
         if model.config.text_dim:
             text_encoder = SpriteCLIP.from_pretrained(folder / TEXT_ENCODER)
-        pipe = cls(
-            model, schedule, labels, device=device, defaults=defaults, text_encoder=text_encoder
-        )
+        autoencoder = None
+        if config.get("latent", False) is not False:
+            if config["latent"] is not True:
+                raise ValueError(f"{config_path}: latent must be true or false")
+            if not (folder / AUTOENCODER).is_dir():
+                raise ValueError(
+                    f"{folder} is a latent model, but its {AUTOENCODER}/ folder is missing"
+                )
+            autoencoder = SpriteVAE.from_pretrained(folder / AUTOENCODER)
+        try:
+            pipe = cls(
+                model,
+                schedule,
+                labels,
+                device=device,
+                defaults=defaults,
+                text_encoder=text_encoder,
+                autoencoder=autoencoder,
+            )
+        except ValueError as err:
+            raise ValueError(f"{folder}: {err}") from None
         pipe.config = config
         pipe.palette = palette
         return pipe
@@ -247,6 +302,7 @@ class SpritePipeline:
             "schedule": self.schedule.to_config(),
             "labels": self.labels,
             "sampling": self.defaults,
+            **({"latent": True} if self.autoencoder is not None else {}),
             **(
                 {"palette": render.palette_to_hex(self.palette)} if self.palette is not None else {}
             ),
@@ -258,6 +314,8 @@ class SpritePipeline:
         )
         if self.text_encoder is not None:
             self.text_encoder.save_pretrained(folder / TEXT_ENCODER)
+        if self.autoencoder is not None:
+            self.autoencoder.save_pretrained(folder / AUTOENCODER)
 
     # -- sampling -----------------------------------------------------------------------------
 
@@ -327,6 +385,7 @@ class SpritePipeline:
         guidance_text: float | None = None,
         negative: Tensor | None = None,
         record: list[tuple[Tensor, ...]] | None = None,
+        low: Tensor | None = None,
     ):
         """eps(x, sigma) in the sigma view, with batched classifier-free guidance.
 
@@ -339,7 +398,7 @@ class SpritePipeline:
         into eps; a self-conditioned one is fed its previous x0 estimate. ``tileable`` runs the
         network with circular padding (see :func:`diffusion.model.circular_padding`). Given a
         ``record`` list, every call appends (x, sigma, eps_cond, eps_uncond, eps), running
-        both branches whatever the scale.
+        both branches whatever the scale. ``low`` is an upscaler's low-resolution input.
         """
         plan = _guidance(
             guidance,
@@ -378,6 +437,8 @@ class SpritePipeline:
             t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
             t = torch.full((len(model_in),), t, device=self.device)
             extra = {"text": text} if text is not None else {}
+            if low is not None:
+                extra["low"] = torch.cat([low] * copies)
             if self_condition:
                 prev = torch.zeros_like(x) if x0_prev is None else x0_prev
                 extra["x0_prev"] = torch.cat([prev] * copies)
@@ -423,6 +484,7 @@ class SpritePipeline:
         negative_prompt: str | Sequence[str] | None = None,
         rerank: int = 1,
         branches: bool = False,
+        low_res: np.ndarray | Image.Image | None = None,
     ) -> Iterator[Frame]:
         """Yield a Frame after every step. Unset options take the model's defaults.
 
@@ -472,6 +534,14 @@ class SpritePipeline:
         ``branches=True`` adds :class:`Branches` to every frame: guidance taken apart, the
         conditional and unconditional predictions (both run at any scale, 1 and 0 included).
 
+        ``low_res`` is an upscaler's input (:attr:`low_res` > 0, see :meth:`upscale`): the
+        sprite to enlarge, uint8 (h, w, 3 or 4) or (n, h, w, 3 or 4) or a PIL image at the
+        upscaler's input side; every frame is at the full side.
+
+        A latent model (:attr:`latent`) samples in its autoencoder's latent space and decodes
+        every frame; ``Frame.latent`` holds the latent itself. Its edits happen in latent space:
+        ``image`` is encoded, and a mask repaints every latent cell that touches a masked pixel.
+
         The same seed gives the same pixels: all noise comes from a CPU generator, so a seed
         means the same on every device. ``seed=None`` draws one (see ``Frame.seed``).
         """
@@ -508,7 +578,8 @@ class SpritePipeline:
                 stacklevel=2,
             )
         start_noise = self._start_noise(noise, n)
-        source, keep, strength = self._edit_inputs(image, strength, mask, resample, n)
+        low = _candidates(self._low_input(low_res, n), rerank)
+        source, keep, strength, paste = self._edit_inputs(image, strength, mask, resample, n)
         source, keep = _candidates(source, rerank), _candidates(keep, rerank)
         spec = SAMPLERS[sampler]
         options = {"eta": spec.default_eta if eta is None else eta} if spec.uses_eta else {}
@@ -523,7 +594,7 @@ class SpritePipeline:
         def draw(shape: torch.Size) -> Tensor:
             return torch.randn(shape, generator=generator).to(self.device)
 
-        shape = (n * rerank, self.channels, self.resolution, self.resolution)
+        shape = (n * rerank, *self.state_shape)
         x_T = draw(torch.Size(shape)) if start_noise is None else start_noise
         sig = sigmas.float().to(self.device)
         if run == steps or source is None:
@@ -535,7 +606,16 @@ class SpritePipeline:
         timestep = dict(zip(sig.tolist(), ts, strict=True))
         record: list[tuple[Tensor, ...]] | None = [] if branches else None
         denoise = self._denoiser(
-            ctx, guidance, timestep, text, guide, tileable, opts.guidance_text, negative, record
+            ctx,
+            guidance,
+            timestep,
+            text,
+            guide,
+            tileable,
+            opts.guidance_text,
+            negative,
+            record,
+            low,
         )
         if keep is not None:
             denoise = _repaint(denoise, source, keep, draw)
@@ -548,14 +628,14 @@ class SpritePipeline:
             if keep is not None:  # show the known pixels as the image at this noise level
                 x = torch.where(keep, source + sig[i] * x_T, x)
                 x0 = torch.where(keep, source, x0)
-            x_img = render.model_output(render.to_uint8(objectives.vp_input(x, sig[i])))
-            x0_img = render.model_output(render.to_uint8(x0))
+            state = objectives.vp_input(x, sig[i])
+            x_img, x0_img = self._pixels(state), self._pixels(x0)
+            latent = state.permute(0, 2, 3, 1).float().cpu().numpy() if self.latent else None
             if i == run:
                 x_img = render.apply_palette(x_img, palette, self.palette, palette_lock)
                 x0_img = render.apply_palette(x0_img, palette, self.palette, palette_lock)
-                if keep is not None:  # the palette stage must not touch what was kept
-                    known = render.model_output(render.to_uint8(source))
-                    kept = keep.cpu().numpy().transpose(0, 2, 3, 1)[..., 0]
+                if paste is not None:  # the palette stage must not touch what was kept
+                    known, kept = (np.repeat(a, rerank, 0) for a in paste)
                     x_img[kept] = x0_img[kept] = known[kept]
                 if outline is not None:
                     x_img, x0_img = render.outline(x_img, outline), render.outline(x0_img, outline)
@@ -565,6 +645,7 @@ class SpritePipeline:
                     scores = scores.max(1)
                     if rerank > 1:
                         picked, x_img, x0_img = best, x_img[best], x0_img[best]
+                        latent = latent[best] if latent is not None else None
             if background is not None and self.rgba:
                 x_img, x0_img = (
                     render.composite(x_img, background),
@@ -572,9 +653,25 @@ class SpritePipeline:
                 )
             parts = None
             if record:
-                parts = _branches(record[0], background if self.rgba else None)
+                parts = _branches(record[0], self._picture(background))
                 record.clear()
-            yield Frame(i, run, ts[i], x_img, x0_img, int(seed), scores, picked, parts)
+            yield Frame(i, run, ts[i], x_img, x0_img, int(seed), scores, picked, parts, latent)
+
+    def _pixels(self, x: Tensor) -> np.ndarray:
+        """The network's state (pixels in [-1, 1], or latents) as the uint8 sprites we hand
+        out: a latent model's decoder paints them."""
+        if self.autoencoder is not None:
+            x = self.autoencoder.decode(x.float())
+        return render.model_output(render.to_uint8(x))
+
+    def _picture(self, background: render.Colour | None) -> Callable[[Tensor], np.ndarray]:
+        """:meth:`_pixels`, composited onto ``background`` for an RGBA model when one is given."""
+
+        def picture(x: Tensor) -> np.ndarray:
+            pixels = self._pixels(x)
+            return render.composite(pixels, background) if background and self.rgba else pixels
+
+        return picture
 
     def _scores(
         self, images: np.ndarray, prompt: str | Sequence[str], n: int, rerank: int
@@ -584,36 +681,64 @@ class SpritePipeline:
         texts = prompts if len(prompts) == 1 else [p for p in prompts for _ in range(rerank)]
         return self.text_encoder.score(images, texts).float().cpu().numpy().reshape(n, rerank)
 
+    def _sprites_in(self, image: Any, side: int, n: int, name: str) -> Tensor:
+        """An ``image=``-like argument (uint8 (side, side, 3 or 4), (n, side, side, 3 or 4), or
+        a PIL image of ``side`` or a whole multiple of it) as (n, C, side, side) in the pixels
+        the model works in, on the device; ValueError naming ``name`` otherwise."""
+        if isinstance(image, Image.Image):
+            if image.width != image.height or image.width % side:
+                raise ValueError(
+                    f"a PIL image for {name}= must be {side}x{side} or a whole multiple of it, "
+                    f"got {image.width}x{image.height}"
+                )
+            # An RGB picture stays RGB, so that it is read as drawn on white (model_pixels).
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            image = image.convert("RGBA" if alpha else "RGB")
+            image = image.resize((side, side), Image.Resampling.NEAREST)
+        image = np.asarray(image)
+        shapes = [(side, side, c) for c in (3, 4)] + [(n, side, side, c) for c in (3, 4)]
+        if image.dtype != np.uint8 or image.shape not in shapes:
+            raise ValueError(
+                f"{name} must be uint8 ({side}, {side}, 3 or 4) or ({n}, {side}, {side}, 3 or 4), "
+                f"got {image.dtype} {image.shape}"
+            )
+        pixels = render.model_pixels(image, self.channels)
+        return render.to_tensor(pixels).expand(n, -1, -1, -1).to(self.device)
+
+    def _low_input(self, image: Any, n: int) -> Tensor | None:
+        """An upscaler's low-resolution input, checked (see ``stream(low_res=)``)."""
+        r, big = self.low_res, self.resolution
+        if not r:
+            if image is not None:
+                raise ValueError(
+                    "this model draws sprites from labels and prompts: low_res= is for an "
+                    "upscaler (see SpritePipeline.upscale)"
+                )
+            return None
+        if image is None:
+            raise ValueError(
+                f"this model is a {r}x{r} -> {big}x{big} upscaler: give it the sprite to enlarge "
+                f"as low_res= (or use SpritePipeline.upscale)"
+            )
+        return self._sprites_in(image, r, n, "low_res")
+
     def _edit_inputs(
         self, image: Any, strength: float | None, mask: Any, resample: int, n: int
-    ) -> tuple[Tensor | None, Tensor | None, float]:
-        """Validate image, strength, mask and resample: (image tensor, known-pixel mask,
-        strength)."""
+    ) -> tuple[Tensor | None, Tensor | None, float, tuple[np.ndarray, np.ndarray] | None]:
+        """Validate image, strength, mask and resample: (the image as the network's state, the
+        state's known cells, strength, and for a mask (known pixels, their mask) to paste back
+        after the palette stage)."""
         check_resample(resample)
         if resample > 1 and mask is None:
             raise ValueError(f"resample above 1 works only with a mask= (got {resample})")
         if image is None:
             if strength is not None or mask is not None:
                 raise ValueError("strength and mask need an image= to start from")
-            return None, None, 1.0
+            return None, None, 1.0, None
         r = self.resolution
-        if isinstance(image, Image.Image):
-            if image.width != image.height or image.width % r:
-                raise ValueError(
-                    f"a PIL image must be {r}x{r} or a whole multiple of it, "
-                    f"got {image.width}x{image.height}"
-                )
-            image = np.asarray(image.convert("RGBA").resize((r, r), Image.Resampling.NEAREST))
-        image = np.asarray(image)
-        shapes = [(r, r, c) for c in (3, 4)] + [(n, r, r, c) for c in (3, 4)]
-        if image.dtype != np.uint8 or image.shape not in shapes:
-            raise ValueError(
-                f"image must be uint8 ({r}, {r}, 3 or 4) or ({n}, {r}, {r}, 3 or 4), "
-                f"got {image.dtype} {image.shape}"
-            )
-        pixels = render.model_pixels(image, self.channels)
-        source = render.to_tensor(pixels).expand(n, -1, -1, -1).to(self.device)
-        keep = None
+        pixels = self._sprites_in(image, r, n, "image")
+        source = self.autoencoder.encode(pixels)[0] if self.autoencoder is not None else pixels
+        keep = paste = None
         if mask is not None:
             mask = np.asarray(mask)
             if mask.dtype != np.bool_ or mask.shape not in ((r, r), (n, r, r)):
@@ -622,6 +747,13 @@ class SpritePipeline:
                     f"got {mask.dtype} {mask.shape}"
                 )
             repaint = torch.from_numpy(mask).reshape(-1, 1, r, r).expand(n, 1, r, r)
+            paste = (
+                render.model_output(render.to_uint8(pixels)),
+                ~repaint[:, 0].numpy(),
+            )
+            if self.autoencoder is not None:  # a latent cell is redrawn if any pixel of it is
+                cell = self.autoencoder.config.factor
+                repaint = torch.nn.functional.max_pool2d(repaint.float(), cell) > 0
             keep = ~repaint.to(self.device)
             strength = 1.0 if strength is None else strength
         if strength is None:
@@ -630,7 +762,7 @@ class SpritePipeline:
             isinstance(strength, (int, float, np.floating)) and 0 < strength <= 1
         ):
             raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
-        return source, keep, float(strength)
+        return source, keep, float(strength), paste
 
     def interpolate(
         self,
@@ -667,7 +799,7 @@ class SpritePipeline:
         ends = []
         for context, seed in (a, b):
             generator = torch.Generator("cpu").manual_seed(int(seed))
-            shape = (1, self.channels, self.resolution, self.resolution)
+            shape = (1, *self.state_shape)
             ends.append(
                 (self.encode_context(context, 1).cpu(), torch.randn(shape, generator=generator))
             )
@@ -679,7 +811,7 @@ class SpritePipeline:
     def _start_noise(self, noise: Tensor | np.ndarray | None, n: int) -> Tensor | None:
         if noise is None:
             return None
-        shape = (n, self.channels, self.resolution, self.resolution)
+        shape = (n, *self.state_shape)
         x = torch.as_tensor(np.asarray(noise) if not isinstance(noise, Tensor) else noise)
         if tuple(x.shape) != shape or not x.is_floating_point():
             raise ValueError(
@@ -694,6 +826,24 @@ class SpritePipeline:
         transparency unless ``background=`` is given. Options as for :meth:`stream`."""
         *_, last = self.stream(context, n, **options)
         return last.x  # the last step lands on t = 0: the clean sprite
+
+    def upscale(self, image: np.ndarray | Image.Image, **options: Any) -> np.ndarray:
+        """Enlarge sprites with an upscaler model (:attr:`low_res` > 0; SR3): ``image`` uint8
+        (h, w, 3 or 4), (n, h, w, 3 or 4) or a PIL image, at the upscaler's input side, ->
+        uint8 (n, H, W, 4) (or RGB with ``background=``). An RGB sprite is read as drawn on
+        white. Options as for :meth:`stream`; the sprite's own label is not needed."""
+        array = np.asarray(image) if not isinstance(image, Image.Image) else None
+        n = len(array) if array is not None and array.ndim == 4 else 1
+        *_, last = self.stream(None, n, low_res=image, **options)
+        return last.x
+
+
+def _needs_autoencoder(channels: int) -> str:
+    return (
+        f"in_channels must be 3 (RGB) or 4 (RGBA), got {channels}: a network of other channels "
+        'denoises latents, which a latent model (config "latent": true) decodes with its '
+        f"{AUTOENCODER}/"
+    )
 
 
 def _schedule_of(section: Any) -> Schedule:
@@ -840,14 +990,10 @@ def _guidance(
     return _Guidance(tuple(b for b in order if b in used), base, tuple(terms), full, uncond)
 
 
-def _branches(call: tuple[Tensor, ...], background: render.Colour | None) -> Branches:
-    """A recorded network call (x, sigma, eps_cond, eps_uncond, eps) as :class:`Branches`."""
+def _branches(call: tuple[Tensor, ...], picture: Callable[[Tensor], np.ndarray]) -> Branches:
+    """A recorded network call (x, sigma, eps_cond, eps_uncond, eps) as :class:`Branches`,
+    its images made by ``picture``."""
     x, sigma, *eps = call
-
-    def picture(image: Tensor) -> np.ndarray:
-        pixels = render.model_output(render.to_uint8(image))
-        return pixels if background is None else render.composite(pixels, background)
-
     arrays = [e.permute(0, 2, 3, 1).float().cpu().numpy() for e in eps]
     noisy = picture(objectives.vp_input(x, sigma))
     return Branches(noisy, *arrays, *(picture(x - sigma * e) for e in eps))

@@ -395,6 +395,28 @@ def grid(
     )
 
 
+# A latent model's latents (``Frame.latent``) are about N(0, 1): values from -3 to 3 (three
+# standard deviations) map to black..white, the same range for every frame and every model.
+LATENT_SPAN = 3.0
+
+
+def latent_channels(
+    latent: np.ndarray, scale: int = 8, span: float = LATENT_SPAN, cols: int | None = None
+) -> Image.Image:
+    """One sprite's latent, float (h, w, C), as a picture of C grey tiles, channel k the k-th:
+    values -``span`` .. ``span`` map linearly to 0 .. 255 (clipped beyond), the same mapping
+    for every frame, never a stretch to each frame's own range; laid out as :func:`grid` lays
+    sprites (``cols`` tiles a row), enlarged ``scale``x nearest-neighbour."""
+    latent = np.asarray(latent, np.float32)
+    if latent.ndim != 3:
+        raise ValueError(f"expected one latent (h, w, C), got shape {latent.shape}")
+    if not span > 0:
+        raise ValueError(f"span must be a positive number, got {span!r}")
+    grey = np.clip((latent + span) / (2 * span) * 255, 0, 255).round().astype(np.uint8)
+    tiles = np.repeat(grey.transpose(2, 0, 1)[..., None], 3, axis=-1)  # (C, h, w, 3)
+    return grid(tiles, scale, cols)
+
+
 def save_png(image: Image.Image, path: str | os.PathLike) -> str:
     """Save losslessly as PNG and return the path."""
     image.save(path, format="PNG")

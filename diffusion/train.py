@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import objectives, render
+from .autoencoder import SpriteVAE
 from .card import data_credit, write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, DataError, SpriteDataset, load_dataset
 from .device import default_device, describe
@@ -136,6 +137,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "guidance uses is trained; replaces --p-uncond and --p-uncond-text",
     )
     p.add_argument(
+        "--autoencoder",
+        type=Path,
+        metavar="VAE",
+        help="a SpriteVAE folder (python -m diffusion.autoencoder): train a latent model, which "
+        "denoises the autoencoder's latents instead of pixels (needs --alpha)",
+    )
+    p.add_argument(
+        "--upscale",
+        action="store_true",
+        help="train a 2x upscaler (SR3): the network also sees each sprite reduced to half its "
+        "side and enlarged again, and learns to draw the full-size sprite",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         metavar="MODEL",
@@ -186,10 +200,15 @@ class Trainer:
         torch.manual_seed(args.seed)
         channels = tuple(int(c) for c in args.channels.split(","))
         self.schedule = make_schedule(args.schedule, args.T)
+        self.vae = SpriteVAE.from_pretrained(args.autoencoder) if args.autoencoder else None
+        side, depth = data.resolution, 4 if args.alpha else 3
+        if self.vae is not None:
+            side, depth = self.vae.config.latent_resolution, self.vae.config.latent_channels
         config = UnetConfig(
             num_labels=data.num_labels,
-            resolution=data.resolution,
-            in_channels=4 if args.alpha else 3,
+            resolution=side,
+            in_channels=depth,
+            low_res=data.resolution // 2 if args.upscale else 0,
             channels=channels,
             blocks_per_level=args.blocks,
             T=args.T,
@@ -231,6 +250,8 @@ class Trainer:
         alt = data.alt_images if data.alt_images is not None else data.images
         alt_alpha = data.alt_alpha if data.alt_alpha is not None else data.alpha
         self.alt = training_tensor(alt, alt_alpha if args.alpha else None)
+        if self.vae is not None:
+            self.latents = latent_table(self.vae, self.images, self.alt)
         self.labels = torch.as_tensor(data.labels)
 
     # -- one epoch ------------------------------------------------------------------------------
@@ -240,9 +261,14 @@ class Trainer:
         on its own so that guidance can follow the label, the text or both."""
         g, a = self.generator, self.args
         use_alt = torch.rand(len(idx), generator=g) < a.p_alt_frame
-        x = torch.where(use_alt[:, None, None, None], self.alt[idx], self.images[idx])
         flip = torch.rand(len(idx), generator=g) < (0.5 if a.flip else 0.0)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if self.vae is not None:
+            # Each sprite's latent distribution, drawn from as the autoencoder was trained.
+            mean, std = self.latents[use_alt.long(), flip.long(), idx].chunk(2, dim=1)
+            x = mean + std * torch.randn(mean.shape, generator=g)
+        else:
+            x = torch.where(use_alt[:, None, None, None], self.alt[idx], self.images[idx])
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
         context = F.one_hot(self.labels[idx], self.data.num_labels).float()
         if self.text is None:
             context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
@@ -275,6 +301,7 @@ class Trainer:
             # sqrt(1 - abar) * noise: the forward process the course gets wrong.
             xt = self.schedule.q_sample(x0, t, noise)
             abar = self.schedule.alpha_bar(t).float()
+            low = reduce_half(x0, g) if a.upscale else None
             target = objectives.training_target(a.prediction, x0, noise, abar)
             weight = objectives.loss_weight(a.prediction, abar / (1 - abar), a.min_snr)
             self_cond = torch.rand(rows, generator=g) < a.self_cond
@@ -284,14 +311,17 @@ class Trainer:
                 v[mine].to(self.device) for v in (xt, target, weight, context, t, abar, self_cond)
             )
             text = text[mine].to(self.device) if text is not None else None
+            low = low[mine].to(self.device) if low is not None else None
             xt = xt.contiguous(memory_format=self.memory_format)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, a)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
                 x0_prev = (
-                    self.x0_estimate(xt, t, context, abar, self_cond, text) if a.self_cond else None
+                    self.x0_estimate(xt, t, context, abar, self_cond, text, low)
+                    if a.self_cond
+                    else None
                 )
-                out = self.forward(xt, t, context, x0_prev, text).float()
+                out = self.forward(xt, t, context, x0_prev, text, low).float()
                 per_row = (out - target).square().mean(dim=(1, 2, 3))
                 # The batch mean as a sum over this share: DDP averages the processes' gradients,
                 # which gives the mean over the whole batch even when the shares differ in size.
@@ -325,9 +355,9 @@ class Trainer:
         return loss.item()
 
     @torch.no_grad()
-    def x0_estimate(self, xt, t, context, abar, use, text) -> torch.Tensor:
+    def x0_estimate(self, xt, t, context, abar, use, text, low) -> torch.Tensor:
         """Self-conditioning input: the network's own x0 estimate for rows in ``use``, else 0."""
-        out = self.forward(xt, t, context, text=text).float()
+        out = self.forward(xt, t, context, text=text, low=low).float()
         eps = objectives.eps_from_output(self.args.prediction, out, xt, abar)
         x0 = objectives.x0_from_eps(xt, eps, abar).clamp(-1, 1)
         return torch.where(use[:, None, None, None], x0, torch.zeros_like(x0))
@@ -397,6 +427,7 @@ class Trainer:
             device=self.device,
             defaults=defaults,
             text_encoder=self.clip,
+            autoencoder=self.vae,
         )
 
     def export(self) -> SpritePipeline:
@@ -423,17 +454,24 @@ class Trainer:
             "train_minutes": round(self.elapsed / 60, 1),
             "total_steps": self.prior["steps"] + self.step,
             "total_minutes": round(self.prior["minutes"] + self.elapsed / 60, 1),
+            **({"autoencoder": self.vae.history} if self.vae is not None else {}),
             "credit": data_credit(a.data),
         }
         pipe.save_pretrained(a.out, extra={"training": training})
         return pipe
 
     def write_samples(self, pipe: SpritePipeline) -> Path:
-        """One sheet of every label (a row each) and a denoising GIF per label."""
+        """One sheet of every label (a row each) and a denoising GIF per label; for an
+        upscaler, rows of sprites: halved and enlarged again, upscaled, and the originals."""
         folder = self.args.out / "samples"
         folder.mkdir(exist_ok=True)
         rows = []
-        for i, label in enumerate(pipe.labels):
+        if pipe.low_res:
+            real = render.model_output(render.to_uint8(self.images[:8]))
+            halved = reduce_half(self.images[:8], torch.Generator().manual_seed(0))
+            low = render.model_output(render.to_uint8(halved))
+            rows = [low.repeat(2, 1).repeat(2, 2), pipe.upscale(low, seed=0), real]
+        for i, label in enumerate([] if pipe.low_res else pipe.labels):
             frames = list(pipe.stream(label, n=8, seed=i))
             rows.append(frames[-1].x)
             gif = [render.grid(f.x0, scale=4, cols=8) for f in frames]
@@ -472,6 +510,59 @@ def training_tensor(images: np.ndarray, alpha: np.ndarray | None) -> torch.Tenso
     return render.to_tensor(pixels)
 
 
+def _check_autoencoder(args: argparse.Namespace, data: SpriteDataset) -> None:
+    """--autoencoder's folder loads and fits the data, or a one-line SystemExit."""
+    if args.upscale:
+        sys.exit("--upscale works in pixels: it takes no --autoencoder")
+    if not args.alpha:
+        sys.exit("--autoencoder: a latent model draws RGBA sprites; add --alpha")
+    try:
+        vae = SpriteVAE.from_pretrained(args.autoencoder)
+    except (OSError, ValueError) as err:
+        sys.exit(f"--autoencoder: {err}")
+    if vae.config.resolution != data.resolution or vae.config.in_channels != 4:
+        sys.exit(
+            f"--autoencoder: {args.autoencoder} encodes {vae.config.resolution}px sprites of "
+            f"{vae.config.in_channels} channels; the data's are {data.resolution}px RGBA"
+        )
+
+
+def latent_table(vae: SpriteVAE, images: torch.Tensor, alt: torch.Tensor) -> torch.Tensor:
+    """The autoencoder's latent mean and standard deviation of every sprite, as
+    (2 frames, 2 mirrorings, n, 2 * latent channels, h, w): encoded once, so that a latent model
+    trains as fast as its small latents allow."""
+    table = []
+    with torch.no_grad():
+        for frames in (images, alt):
+            sides = []
+            for x in (frames, frames.flip(3)):
+                mean, logvar = zip(*(vae.encode(part) for part in x.split(256)), strict=True)
+                sides.append(torch.cat([torch.cat(mean), (0.5 * torch.cat(logvar)).exp()], 1))
+            table.append(torch.stack(sides))
+    return torch.stack(table)
+
+
+def halve(x: torch.Tensor, how: str = "average", offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Sprites (n, C, H, W) at half their side: the 2x2 ``"average"`` (a downscaled picture,
+    its alpha hardened again), or ``"pick"``, the pixel at ``offset`` of each 2x2 block (pixel
+    art drawn at the smaller size keeps hard colours)."""
+    if how == "pick":
+        return x[:, :, offset[0] :: 2, offset[1] :: 2]
+    average = F.avg_pool2d(x, 2)
+    if x.shape[1] == 4:
+        average[:, 3] = torch.where(average[:, 3] > 0, 1.0, -1.0)
+    return average
+
+
+def reduce_half(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An upscaler's low-resolution inputs: each sprite halved one of the two ways of
+    :func:`halve` (the pick at a random offset), so that the upscaler learns both."""
+    offset = tuple(torch.randint(0, 2, (2,), generator=generator).tolist())
+    use_average = torch.rand(len(x), generator=generator) < 0.5
+    picked = halve(x, "pick", offset)
+    return torch.where(use_average[:, None, None, None], halve(x, "average"), picked)
+
+
 def _cond_dropout(text: str) -> tuple[float, float, float]:
     try:
         shares = tuple(float(v) for v in text.split(","))
@@ -488,13 +579,17 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
     """Load a trained model's weights into ``model``; only a text part may be missing.
 
     An RGB model can start an RGBA one: its stem and output convolutions get an alpha channel
-    whose weights start at zero. Returns the steps and minutes that model was trained.
+    whose weights start at zero. Likewise a model of sprites can start an upscaler of them: the
+    stem's inputs for the low-resolution image start at zero, so it begins as the generator it
+    was and learns to follow the small sprite. Returns the steps and minutes that model was
+    trained.
     """
     pipe = SpritePipeline.from_pretrained(folder, device="cpu")
     ours, theirs = model.config.to_dict(), pipe.model.config.to_dict()
-    growable = {"text_dim", "in_channels"}
+    growable = {"text_dim", "in_channels", "low_res"}
     differ = sorted(k for k in ours if k not in growable and ours[k] != theirs.get(k))
-    if differ or ours["in_channels"] < theirs["in_channels"]:
+    other_upscaler = theirs.get("low_res", 0) not in (0, ours["low_res"])
+    if differ or other_upscaler or ours["in_channels"] < theirs["in_channels"]:
         raise SystemExit(f"--init {folder}: its network differs in {differ}; pass the same flags")
     state = pipe.model.state_dict()
     for name, param in model.state_dict().items():
@@ -519,7 +614,7 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
 # Flags a resumed run must repeat: they shape the network, its schedule or the data it learns.
 RESUME_FLAGS = (
     "data", "split", "alpha", "channels", "blocks", "attention", "prediction", "self_cond",
-    "text_encoder", "schedule", "T",
+    "text_encoder", "autoencoder", "upscale", "schedule", "T",
 )  # fmt: skip
 
 
@@ -569,6 +664,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--data: {err}")
     if args.alpha and data.alpha is None:
         sys.exit(f"--alpha: {args.data} has no alpha (rgba.npy beside images.npy)")
+    if args.autoencoder:
+        _check_autoencoder(args, data)
+    if args.upscale and data.resolution % 2:
+        sys.exit(f"--upscale: the sprites are {data.resolution}px, an odd side cannot be halved")
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(args, data)
     main_process = trainer.rank == 0  # the one that writes files and prints

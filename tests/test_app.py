@@ -315,7 +315,7 @@ def test_previews_come_by_time_with_percent_and_time_left(studio: Studio, monkey
 def test_the_end_shows_each_result_once(studio: Studio):
     out = final(run(studio, steps=12, n=4, gif_ms=50))
     count, size, durations = gif_frames(out["gif"])
-    expected = render.grid(np.zeros((4, 16, 16, 3), np.uint8), limits.SCALE).size
+    expected = render.grid(np.zeros((4, 16, 16, 3), np.uint8), limits.SPRITE_PX // 16).size
     assert (count, size) == (12, expected) == (12, (264, 264))
     assert durations == [50] * 11 + [limits.GIF_HOLD_MS]  # final frame held longer
     # The live panel ends on the sheet itself (the same file), not a second copy of it.
@@ -705,10 +705,11 @@ def test_sampling_handlers_get_zerogpu_when_spaces_is_there(
     demo = app.build_demo({"tiny": pipe})
     assert {fn.__name__ for fn in wrapped} == {
         "generate", "edit", "new_sprite", "morph", "compare", "draw_sprite", "first_sprite",
-        "show", "explore", "first_look",
+        "show", "explore", "first_look", "upscale",
     }  # fmt: skip
     fns = {fn.api_name: fn for fn in demo.fns.values()}
     assert fns["generate"].fn in wrapped and fns["generate"].concurrency_limit == limits.CONCURRENCY
+    assert fns["upscale"].fn in wrapped and fns["upscale"].concurrency_id == limits.SAMPLING_QUEUE
     assert demo._queue.max_size == limits.QUEUE_SIZE
     assert not demo.delete_cache  # Gradio's sweep dies under traffic; ours runs instead
 

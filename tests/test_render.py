@@ -137,3 +137,25 @@ def test_palette_stages_parse_from_text_and_name_back():
     assert [render.palette_name(p) for p in (None, "data", 8)] == ["raw", "data", "8"]
     with pytest.raises(ValueError, match="raw, data or a colour count"):
         render.parse_palette("neon")
+
+
+def test_latent_channels_maps_a_fixed_range_one_grey_tile_per_channel():
+    latent = np.zeros((2, 2, 3), np.float32)  # (h, w, C)
+    latent[..., 0] = [[-3.0, 0.0], [3.0, 10.0]]
+    latent[..., 1] = [[-1.5, 1.5], [-10.0, 0.3]]
+    latent[..., 2] = 0.01  # a faint channel stays grey: no stretch to its own range
+    img = np.asarray(render.latent_channels(latent, scale=2, cols=3))
+    # Three 2x2 tiles in a row, 1 px apart, enlarged 2x; grey: R = G = B.
+    assert img.shape == ((2 * 1) * 2, (3 * 3 - 1) * 2, 3)
+    assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+    tiles = [img[::2, ::2][:, 3 * k : 3 * k + 2, 0] for k in range(3)]
+    assert tiles[0].tolist() == [[0, 128], [255, 255]]  # -3 -> 0, 0 -> 128, 3 and above -> 255
+    assert tiles[1].tolist() == [[64, 191], [0, 140]]  # 255 * (x + 3) / 6, clipped below
+    assert tiles[2].tolist() == [[128, 128], [128, 128]]
+    assert (img[:, 4:6] == 255).all()  # the gap between the first two tiles
+    wide = np.asarray(render.latent_channels(latent, scale=1, span=10.0, cols=1))
+    assert wide.shape == (3 * 3 - 1, 2, 3) and wide[1, 1, 0] == 255 and wide[0, 0, 0] == 89
+    with pytest.raises(ValueError, match=r"one latent \(h, w, C\)"):
+        render.latent_channels(latent[None])
+    with pytest.raises(ValueError, match="span must be a positive number"):
+        render.latent_channels(latent, span=0)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from diffusion import SAMPLERS, SpritePipeline, palettes, render
 from diffusion.options import MAX_GUIDANCE, MAX_RERANK
@@ -24,10 +27,12 @@ from .limits import (
     OUTLINE_CHOICES,
     PALETTE_CHOICES,
     PALETTE_FILE,
+    SAMPLING_QUEUE,
     TRANSPARENT,
     UNCONDITIONAL,
 )
 from .run import (
+    LATENT,
     OUTPUTS,
     PROMPT_ALONE,
     fit_sampler,
@@ -38,7 +43,7 @@ from .run import (
 )
 from .sessions import session_of
 from .shell import Shell
-from .studio import Studio, default_palette, default_sampler, random_seed
+from .studio import Studio, default_palette, default_sampler, default_steps, random_seed
 from .widgets import negative_prompt_box, scroll_into_view, sprite_image
 
 PROMPT_EXAMPLES = [
@@ -69,6 +74,26 @@ def sampler_info(sampler: str, note: str = "") -> str:
     spec = SAMPLERS.get(sampler)
     text = f"*{spec.description}*" if spec else ""
     return f"{text}\n\n**{note}**" if note else text
+
+
+def show_clean(preview: str) -> bool:
+    """Whether the preview shows the model's guess x̂₀ ("clean") rather than x_t ("noisy")."""
+    if preview not in ("noisy", "clean"):
+        raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
+    return preview == "clean"
+
+
+def latent_note(pipe: SpritePipeline) -> str:
+    """What the latent view shows, for a latent model ("" for a pixel model)."""
+    if not pipe.latent:
+        return ""
+    c, h, w = pipe.state_shape
+    span = f"{render.LATENT_SPAN:g}"
+    return (
+        f"The first sprite's latent at this step, {c} channels of {h}×{w}: black −{span}, "
+        f"grey 0, white +{span}. The network only ever sees this; the decoder paints the "
+        "sprites from it."
+    )
 
 
 def example_rows(pipe: SpritePipeline) -> list[list]:
@@ -122,6 +147,8 @@ class GenerateTab:
         guidance_text: Any = None,
         rerank: Any = 1,
         request: gr.Request | None = None,
+        *,
+        latent_view: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Stream a run: live previews with progress, then the sheet, the GIF and the files.
 
@@ -132,6 +159,8 @@ class GenerateTab:
         ``palette_file`` (an upload, for the palette choice PALETTE_FILE), ``palette_lock`` (one
         palette for the batch), ``tileable``, ``outline`` ("#rrggbb") and ``exports`` (the
         scale of the sheet + JSON and single-sprite downloads; None or "off" for none).
+        ``latent_view`` adds the picture of a latent model's latent to every update (the
+        page's run; see ``run_on_page``).
         """
         session = session_of(request)
         # Entered first, so that a refused run also gives back its place in the queue.
@@ -143,12 +172,47 @@ class GenerateTab:
                 tileable=tileable, outline=outline, exports=exports,
                 guidance_text=guidance_text, negative_prompt=negative_prompt, rerank=rerank,
             )  # fmt: skip
-            if preview not in ("noisy", "clean"):
-                raise InputError("Preview must be 'noisy' (x_t) or 'clean' (predicted x̂₀).")
+            clean = show_clean(preview)
             frame_ms = whole(gif_ms, "GIF frame time (ms)", *GIF_MS_RANGE)
             yield from run_on_page(
-                self.studio, pipe, req, preview == "clean", frame_ms, session, clicked
+                self.studio, pipe, req, clean, frame_ms, session, clicked, latent_view
             )
+
+    def upscale(
+        self,
+        sprites: np.ndarray | None,
+        seed: Any,
+        preview: str = "noisy",
+        gif_ms: Any = GIF_MS,
+        request: gr.Request | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream the upscaler enlarging every sprite of this session's last Generate run, as
+        a run streams: previews, then the sheet, the GIF, the first sprite as a transparent
+        PNG of its new size and, for several, a zip of them all so. The upscaler's own
+        sampler and steps, no palette stage (as ``SpritePipeline.upscale``); the seed is the
+        Seed box's, so the same seed enlarges the same sprites the same way."""
+        session = session_of(request)
+        with self.studio.sessions.job(session) as clicked:
+            up = self.studio.upscaler
+            if up is None:
+                raise InputError("This app has no upscaler: there is nothing to upscale with.")
+            if sprites is None or len(sprites) == 0:
+                raise InputError("Nothing generated yet in this session: press Generate first.")
+            side = sprites.shape[1]
+            if side != up.low_res:
+                raise InputError(
+                    f"The upscaler enlarges {up.low_res}×{up.low_res} sprites; these are "
+                    f"{side}×{side}. Generate with a {up.low_res}×{up.low_res} model first."
+                )
+            sampler = default_sampler(up)
+            steps, guidance = default_steps(up, sampler), up.defaults["guidance"]
+            req = validate_request(up, None, sampler, steps, guidance, seed, len(sprites))
+            req = dataclasses.replace(req, low_res=sprites)
+            clean = show_clean(preview)
+            frame_ms = whole(gif_ms, "GIF frame time (ms)", *GIF_MS_RANGE)
+            for update in run_on_page(self.studio, up, req, clean, frame_ms, session, clicked):
+                update.pop("sprites", None)  # an enlargement is no new run: the last one stays
+                yield update
 
     def on_sampler(self, sampler: str, model: str | None, n: Any) -> dict:
         """A sampler picked by hand brings the model's step count for it (measured, see
@@ -351,12 +415,23 @@ class GenerateTab:
                         height=IMAGE_HEIGHT,
                         elem_id="live",
                     )
+                    # A latent model's latent, beside the pixels its decoder paints from it.
+                    with gr.Column(visible=pipe0.latent, min_width=160) as self.latent_box:
+                        self.latent = sprite_image(
+                            "Latent (what the network denoises)", format="png", elem_id="latent"
+                        )
+                        self.latent_note = gr.Markdown(latent_note(pipe0), elem_id="latent-note")
                     self.gif = sprite_image(
                         "Denoising animation (GIF)",
                         type="filepath",
                         height=IMAGE_HEIGHT,
                         elem_id="gif",
                     )
+                self.upscale_btn = gr.Button(
+                    "Upscale 2x",
+                    visible=self.studio.can_upscale(pipe0),
+                    elem_id="upscale",
+                )
                 # The sheet's PNG path, for the /generate API; the page shows it as "live".
                 self.sheet = gr.Image(type="filepath", visible=False)
                 self.files = gr.File(label="Downloads", file_count="multiple")
@@ -390,23 +465,50 @@ class GenerateTab:
         ]
         components = [self.live, self.status, self.gif, self.sheet, self.files, self.seed]
         outputs = dict(zip(OUTPUTS, [*components, shell.sprites], strict=True))
-        generate = shell.gpu(guarded(self.generate, outputs))
-        run = {
-            "fn": generate,
-            "inputs": inputs,
-            "outputs": list(outputs.values()),
-            "concurrency_id": "sampling",
+        sampling = {
+            "concurrency_id": SAMPLING_QUEUE,
             "concurrency_limit": CONCURRENCY,
             "show_progress": "minimal",
         }
+
+        @functools.wraps(self.generate)
+        def generate_on_page(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            yield from self.generate(*args, **kwargs, latent_view=True)
+
+        # The page's run also streams a latent model's latent into the latent view; the
+        # /generate API is the same run without it, so its outputs are the same for every model.
+        on_page = {**outputs, LATENT: self.latent}
+        run = {
+            "fn": shell.gpu(guarded(generate_on_page, on_page)),
+            "inputs": inputs,
+            "outputs": list(on_page.values()),
+            **sampling,
+        }
+        # Registered first, so that it is the one called "generate" (Gradio numbers later ones).
+        gr.on(
+            [],  # called by name only: the page's button runs generate_on_page
+            shell.gpu(guarded(self.generate, outputs)),
+            inputs,
+            list(outputs.values()),
+            api_name="generate",
+            api_description="Sample sprites; streams previews, ends with GIF + PNG.",
+            **sampling,
+        )
         private = {"api_visibility": "private", "queue": False}
         show_results = scroll_into_view("status")
         self.run_btn.click(None, js=show_results, **private)
         # The click is noted outside the queue first, so Stop works while the run waits.
-        self.run_btn.click(studio.click, **private).success(
-            api_name="generate",
-            api_description="Sample sprites; streams previews, ends with GIF + PNG.",
-            **run,
+        self.run_btn.click(studio.click, **private).success(api_visibility="private", **run)
+        enlarged = {name: c for name, c in outputs.items() if name != "sprites"}
+        self.upscale_btn.click(None, js=show_results, **private)
+        self.upscale_btn.click(studio.click, **private).success(
+            shell.gpu(guarded(self.upscale, enlarged)),
+            [shell.sprites, self.seed, self.preview, self.gif_ms],
+            list(enlarged.values()),
+            api_name="upscale",
+            api_description="Enlarge this session's last generated sprites 2x with the "
+            "upscaler; streams previews, ends with GIF + PNG.",
+            **sampling,
         )
         examples = gr.Examples(
             example_rows(shell.default_pipe),
@@ -460,6 +562,10 @@ class GenerateTab:
             ),
             self.prompt_box: gr.update(visible=pipe.supports_text),
             self.prompt_examples: gr.update(visible=pipe.supports_text),
+            self.latent_box: gr.update(visible=pipe.latent),
+            self.latent: None,
+            self.latent_note: latent_note(pipe),
+            self.upscale_btn: gr.update(visible=self.studio.can_upscale(pipe)),
             self.prompt: "",
             self.typed: "",
             self.negative_prompt: "",

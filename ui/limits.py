@@ -67,9 +67,12 @@ CACHE_MAX_BYTES = 512 * 2**20
 # -- what the page shows ------------------------------------------------------------------------
 MAX_TEXT = 200  # characters of user text echoed back in a message
 IMAGE_HEIGHT = 340  # px on the page; the browser scales with image-rendering: pixelated
-SCALE = 8  # a 16 px sprite becomes 128 px: big enough to see, nearest-neighbour so still crisp
-STRIP_SCALE = 4  # a morph's strip of every frame is long: enlarged half as much
+# A sprite's side in a sheet: a 16 px sprite enlarged 8x, a 32 px one 4x; big enough to see,
+# nearest-neighbour so still crisp.
+SPRITE_PX = 128
+STRIP_PX = 64  # a morph's strip of every frame is long: each frame half as large
 SHOW_PX = 192  # Forward's noised sprites are enlarged to about this size
+LATENT_TILE_PX = 64  # each channel of a latent model's latent is enlarged to about this size
 # A new preview at least this often (5 a second), whatever the step count; never more often,
 # since the browser cannot draw hundreds of images a second.
 PREVIEW_INTERVAL_S = 0.2
@@ -94,7 +97,7 @@ PALETTE_CHOICES = [
 ]
 OUTLINE_CHOICES = [("none", ""), ("black", "#000000"), ("white", "#ffffff")]
 TILE_REPEAT = 3  # a tileable run's sprites are shown laid 3x3, so their seams show
-TILE_SCALE = 4  # ... enlarged less than a sheet: each is three sprites wide
+TILE_PX = 64  # ... each tile smaller than in a sheet: the 3x3 is three sprites wide
 # The game downloads: a sheet + Aseprite JSON at the chosen scale, every sprite alone at each of
 # diffusion.render.EXPORT_SCALES, the denoising frames as a sheet; "off" for the GIF and PNG only.
 EXPORTS_OFF = "off"

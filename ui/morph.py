@@ -17,12 +17,13 @@ from .limits import (
     MAX_FRAMES,
     MORPH_FRAME_MS,
     MORPH_FRAMES,
-    STRIP_SCALE,
+    STRIP_PX,
     UNCONDITIONAL,
 )
 from .run import (
     check_prompt,
     check_work,
+    enlargement,
     parse_label,
     parse_seed,
     sampling_options,
@@ -120,7 +121,8 @@ class MorphTab:
                     loop, folder / "morph.gif", frame_ms=MORPH_FRAME_MS, hold_ms=MORPH_FRAME_MS
                 )
                 strip = render.save_png(
-                    render.grid(images, scale=STRIP_SCALE, cols=count), folder / "morph-strip.png"
+                    render.grid(images, enlargement(images.shape[2], STRIP_PX), cols=count),
+                    folder / "morph-strip.png",
                 )
                 # For a game: the frames at 1x, one row, tagged to play there and back.
                 frames = render.save_sheet(

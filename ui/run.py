@@ -30,6 +30,7 @@ from .limits import (
     EXPORTS_OFF,
     GIF_HOLD_MS,
     GIF_MAX_FRAMES,
+    LATENT_TILE_PX,
     MAX_BATCH,
     MAX_PROMPT_CHARS,
     MAX_UPLOAD_BYTES,
@@ -37,9 +38,9 @@ from .limits import (
     MAX_WORK,
     PALETTE_FILE,
     PREVIEW_INTERVAL_S,
-    SCALE,
+    SPRITE_PX,
+    TILE_PX,
     TILE_REPEAT,
-    TILE_SCALE,
     TRANSPARENT,
     UNCONDITIONAL,
 )
@@ -47,6 +48,7 @@ from .studio import Studio, default_steps
 
 # What run_on_page yields, by name; a tab maps each to its component.
 OUTPUTS = ("live", "status", "gif", "sheet", "files", "seed", "sprites")
+LATENT = "latent"  # and with latent_view=True, this one too: a latent model's latent
 PROMPT_ALONE = (
     f"{UNCONDITIONAL} while a prompt is typed: the prompt alone guides. Pick a label to "
     "guide by both."
@@ -421,6 +423,8 @@ class Request:
     guidance_text: float | None = None  # the prompt's own guidance scale
     negative_prompt: str | None = None  # what guidance steers away from
     rerank: int = 1  # best of N: candidates per sprite, SpriteCLIP keeps one
+    # For an upscale: the sprites to enlarge, low_res= of SpritePipeline.stream.
+    low_res: np.ndarray | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         """One line: what is drawn, how, and anything the person should know about it."""
@@ -430,6 +434,9 @@ class Request:
             what = self.context or ("no label" if self.prompt else "unconditional")
         if self.prompt:
             what = f'"{self.prompt}" ({what})'
+        if self.low_res is not None:
+            side = self.low_res.shape[1]
+            what = f"upscaled from {side}×{side}"
         eta = f" · eta {self.eta:g}" if self.eta is not None else ""
         palette = ""
         if self.palette is not None:
@@ -490,6 +497,7 @@ class Request:
             "negative_prompt": self.negative_prompt,
             "rerank": self.rerank,
             **(self.edit or {}),
+            **({"low_res": self.low_res} if self.low_res is not None else {}),
         }
 
 
@@ -575,9 +583,15 @@ def validate_request(
 # -- streaming a run to the page --------------------------------------------------------------
 
 
+def enlargement(side: int, px: int = SPRITE_PX) -> int:
+    """How many times a sprite ``side`` pixels wide is enlarged to be about ``px`` wide."""
+    return max(1, px // side)
+
+
 def sheet(images: np.ndarray) -> Image.Image:
-    """Sprites as they are saved: a grid enlarged SCALE times, transparent where they are."""
-    return render.grid(images, SCALE)
+    """Sprites as they are saved: a grid, each sprite enlarged to about SPRITE_PX, transparent
+    where they are."""
+    return render.grid(images, enlargement(images.shape[-2]))
 
 
 def on_page(images: np.ndarray) -> Image.Image:
@@ -609,6 +623,32 @@ def game_files(
             zipped.write(path, os.path.basename(path))
     json_of = [str(Path(p).with_suffix(".json")) for p in (batch, denoising)]
     return [batch, json_of[0], denoising, json_of[1], str(archive)]
+
+
+def upscaled_files(folder: Path, sprites: np.ndarray) -> list[str]:
+    """An upscale's downloads, written to ``folder``: the first sprite as a PNG of its own
+    size, and with several, all of them so in a zip (a list of sixteen links is no help)."""
+    singles = render.save_sprites(sprites, folder, "upscaled")
+    if len(singles) == 1:
+        return singles
+    archive = folder / "upscaled-sprites.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in singles:
+            zipped.write(path, os.path.basename(path))
+    return [singles[0], str(archive)]
+
+
+def latent_picture(latent: np.ndarray) -> Image.Image:
+    """The first sprite's latent of ``Frame.latent`` (n, h, w, C) as the page shows it: one
+    grey tile per channel (``render.latent_channels``), each about LATENT_TILE_PX wide."""
+    return render.latent_channels(latent[0], enlargement(latent.shape[2], LATENT_TILE_PX))
+
+
+def latent_update(latent: np.ndarray | None, wanted: bool) -> dict[str, Any]:
+    """{LATENT: the latent's picture, or None for a pixel model} when ``wanted``, else {}."""
+    if not wanted:
+        return {}
+    return {LATENT: None if latent is None else latent_picture(latent)}
 
 
 def pick_steps(total: int, limit: int) -> list[int]:
@@ -643,9 +683,12 @@ def run_on_page(
     frame_ms: int,
     session: str | None,
     clicked: float,
+    latent_view: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Stream one validated run to the page: {output name: value} updates (see OUTPUTS),
-    previews by time, the GIF and PNG at the end."""
+    previews by time, the GIF and PNG at the end. With ``latent_view`` every update also
+    holds LATENT: for a latent model, the picture of its first sprite's latent at that step
+    (:func:`latent_picture`), else None."""
     sessions = studio.sessions
     if sessions.stopped_since(session, clicked):  # Stop pressed while it was queued
         yield {"status": f"stopped before the first step: {req.describe()}"}
@@ -655,6 +698,8 @@ def run_on_page(
     # component and filing it in the session's config under a new id, so a session that
     # streamed many runs grew by a few components a run (benchmarks.soak).
     cleared = {"gif": None, "sheet": None, "files": None, "seed": req.seed}
+    if latent_view:
+        cleared[LATENT] = None
     yield {"live": None, "status": f"starting: {req.describe()}", **cleared}
     keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
     kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
@@ -671,7 +716,12 @@ def run_on_page(
             if frame.step < frame.total and now - shown >= PREVIEW_INTERVAL_S:
                 shown = now
                 status = progress_text(frame.step, frame.total, now - start, frame.t)
-                yield {"live": on_page(pixels), "status": status, **cleared}
+                yield {
+                    "live": on_page(pixels),
+                    "status": status,
+                    **cleared,
+                    **latent_update(frame.latent, latent_view),
+                }
     except ValueError as err:  # a check the request missed: the package's words, as a sentence
         raise InputError(as_sentence(err)) from None
     elapsed = time.perf_counter() - start
@@ -705,13 +755,17 @@ def run_on_page(
         )
         files = [gif_path, png_path]
         if req.tileable:  # the page shows each tile laid 3x3, so a seam would show
-            laid = render.grid(render.tile(final, TILE_REPEAT), TILE_SCALE)
+            laid = render.grid(
+                render.tile(final, TILE_REPEAT), enlargement(final.shape[2], TILE_PX)
+            )
             files.append(render.save_png(laid, folder / "tiles-3x3.png"))
             page = render.save_png(render.checkerboard(laid), folder / "shown-tiles.png")
             status += f" · shown laid {TILE_REPEAT}×{TILE_REPEAT}"
         if req.exports and not stopped:
             name = req.context if isinstance(req.context, str) else "sprites"
             files += game_files(folder, final, kept, req.exports, name, frame_ms)
+        if req.low_res is not None and not stopped:  # an upscale: the sprites at their new size
+            files += upscaled_files(folder, final)
         yield {
             "live": page,
             "status": status,
@@ -720,4 +774,5 @@ def run_on_page(
             "files": files,
             "seed": req.seed,
             "sprites": sprites,
+            **latent_update(frame.latent, latent_view),
         }

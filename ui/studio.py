@@ -108,13 +108,25 @@ def upload_note(width: int, height: int, resolution: int) -> str:
     )
 
 
+def split_models(
+    models: dict[str, SpritePipeline],
+) -> tuple[dict[str, SpritePipeline], SpritePipeline | None]:
+    """``models`` as (the models that draw sprites, by name, in their order; the first
+    upscaler, or None): an upscaler (``pipe.low_res`` > 0) only enlarges sprites another
+    model drew, so it is offered as "Upscale 2x", never as a model to draw with."""
+    upscalers = [pipe for pipe in models.values() if pipe.low_res]
+    drawers = {name: pipe for name, pipe in models.items() if not pipe.low_res}
+    return drawers, (upscalers[0] if upscalers else None)
+
+
 class Studio:
-    """The models, the output store and the sessions: what every tab's handlers work with."""
+    """The models, the upscaler, the output store and the sessions: what every tab's handlers
+    work with. ``models`` may include an upscaler (see :func:`split_models`)."""
 
     def __init__(self, models: dict[str, SpritePipeline], store: OutputStore | None = None) -> None:
-        if not models:
-            raise ValueError("Sprite Diffusion Studio needs at least one model")
-        self.models = dict(models)
+        self.models, self.upscaler = split_models(models)
+        if not self.models:
+            raise ValueError("Sprite Diffusion Studio needs at least one model that draws sprites")
         self.store = store or OutputStore()
         self.default_model = next(iter(self.models))
         self.sessions = Sessions()
@@ -128,6 +140,11 @@ class Studio:
                 f"Unknown model {shorten(model)}. Available: {', '.join(self.models)}."
             )
         return self.models[model]
+
+    def can_upscale(self, pipe: SpritePipeline) -> bool:
+        """Whether the upscaler takes the sprites ``pipe`` draws: there is one, and its input
+        side is their side."""
+        return self.upscaler is not None and self.upscaler.low_res == pipe.resolution
 
     def draw_sprite(self, model: str | None, label: str | None = None) -> tuple[np.ndarray, str]:
         """One fresh sprite of ``label`` (any, by default) drawn as Generate draws it by
