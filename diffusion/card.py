@@ -21,7 +21,7 @@ def data_credit(source: str) -> str | None:
     if not readme.is_file():
         return None
     text = readme.read_text()
-    start = text.find("## License and attribution")
+    start = text.find("## License")  # "## License and attribution", or "## License" alone
     return text[start:].strip() if start >= 0 else None
 
 
@@ -214,7 +214,9 @@ def render_card(
     recipe = training.get("recipe", {})
     side = vae["model"]["resolution"] if vae else model["resolution"]
     depth = vae["model"]["in_channels"] if vae else model.get("in_channels", 3)
-    front = "---\nlicense: cc-by-4.0\nlibrary_name: sprite-diffusion\ntags:\n- diffusion\n"
+    # Weights derived from CC-BY art are CC-BY; from public-domain (CC0) art, CC0 like it.
+    licence = "cc0-1.0" if "CC0" in (training.get("credit") or "") else "cc-by-4.0"
+    front = f"---\nlicense: {licence}\nlibrary_name: sprite-diffusion\ntags:\n- diffusion\n"
     front += "- pixel-art\n- class-conditional\n---\n\n"
     conditioned = "class- and text-conditioned" if model.get("text_dim") else "class-conditioned"
     what = (

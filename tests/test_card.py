@@ -51,3 +51,13 @@ def test_card_shows_crispness_for_each_palette_stage(tiny_pipe, tmp_path):
     assert "| flat neighbour pairs | 0.600 (held-out) | 0.450 (0.75x) | 0.600 (1.00x) |" in card
     assert "mean of seeds 0, 1, 2" in card and "--seeds 0,1,2 --palette raw,data" in card
     assert "training split only" in card
+
+
+def test_data_credit_is_the_readmes_licence_section(tmp_path):
+    from diffusion.card import data_credit
+
+    text = "# tiles\n\n## Files\n\nx\n\n## License\n\nCC0, credit us.\n"
+    (tmp_path / "README.md").write_text(text)
+    assert data_credit(str(tmp_path)) == "## License\n\nCC0, credit us."
+    (tmp_path / "README.md").write_text("# tiles\n\nno licence here\n")
+    assert data_credit(str(tmp_path)) is None

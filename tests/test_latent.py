@@ -252,3 +252,17 @@ def test_a_sprite_model_starts_an_upscaler_that_ignores_the_small_sprite(tmp_pat
     SpritePipeline(upscaler, Schedule.linear(T=50), ["a", "b", "c"]).save_pretrained(tmp_path / "u")
     with pytest.raises(SystemExit, match="--init"):
         train.init_from(other, tmp_path / "u")
+
+
+def test_the_evaluator_measures_a_latent_model_and_refuses_an_upscaler(trained, tmp_path, capsys):
+    from diffusion.evaluate.report import main as evaluate
+
+    root, data = trained
+    out = tmp_path / "eval.json"
+    evaluate([str(root / "latent"), "--data", str(data), "--n", "4", "--seed", "0", "--sampler",
+              "ddim", "--steps", "3", "--cache", str(tmp_path), "--json", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["frechet_distance"]["generated"] > 0 and "alpha" in report
+    with pytest.raises(SystemExit):
+        evaluate([str(root / "up"), "--data", str(data), "--cache", str(tmp_path)])
+    assert "is an upscaler: measure it with benchmarks.upscale" in capsys.readouterr().err

@@ -199,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, help=f"classifier cache folder (default {DEFAULT_CACHE})"
     )
     args = parser.parse_args(argv)
-    pipe = SpritePipeline.from_pretrained(args.model)
+    try:
+        pipe = SpritePipeline.from_pretrained(args.model)
+    except (FileNotFoundError, ValueError) as err:  # one line naming the folder, no traceback
+        parser.exit(2, f"error: {err}\n")
+    if pipe.low_res:
+        parser.exit(2, f"error: {args.model} is an upscaler: measure it with benchmarks.upscale\n")
     if args.precision:
         pipe.defaults["precision"] = args.precision
     try:
