@@ -3,6 +3,7 @@
     python -m benchmarks.soak [--requests 1000] [--clients 4] [--every 100]
     python -m benchmarks.soak --sessions 2000 [--every 200]
     python -m benchmarks.soak --burst 40
+    python -m benchmarks.soak --helpers 400
 
 Starts the app in this process on a free port with a tiny random model (memory and files, not
 pictures, are measured), sends ``--requests`` /generate calls from ``--clients`` threads
@@ -14,6 +15,9 @@ production but with short ages so that a sweep happens during the run.
 (as every API call without a session is), and prints RSS and the sessions Gradio holds: with
 ``ui.limits.MAX_SESSIONS`` they stop growing at the cap. ``--burst N`` uploads N files of the
 largest size allowed at once from one address, and prints what reached the disk.
+``--helpers N`` sends N calls of one of the page's quick helpers through ``/run/predict``, 32
+at a time from one address, then N that the gate refuses outright (no session), and times
+another visitor's 16-sprite /generate run alone and during each flood.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def main() -> None:
     )
     p.add_argument("--sessions", type=int, default=0, help="new sessions, one call each")
     p.add_argument("--burst", type=int, default=0, help="largest uploads, all at once")
+    p.add_argument("--helpers", type=int, default=0, help="page-helper calls, 32 at a time")
     args = p.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="soak-cache-"))
@@ -81,6 +86,8 @@ def main() -> None:
         sessions(f"http://127.0.0.1:{port}", demo, args.sessions, args.every)
     elif args.burst:
         burst(f"http://127.0.0.1:{port}", folders, args.burst)
+    elif args.helpers:
+        helpers(f"http://127.0.0.1:{port}", demo, args.helpers)
     else:
         requests(f"http://127.0.0.1:{port}/", folders, args)
     sweeper.stop()
@@ -127,6 +134,49 @@ def burst(url: str, folders: list[Path], count: int) -> None:
         f"{count} uploads of {len(picture) / 2**20:.1f} MB in {time.time() - start:.1f} s: "
         f"{taken} taken, {codes.count(429)} refused (429); the disk grew by {mb:.1f} MB"
     )
+
+
+def helpers(url: str, demo, count: int) -> None:
+    """``count`` calls of a quick helper from one address, 32 at a time, then as many that the
+    gate refuses outright, and how long another visitor's 16-sprite run takes during each."""
+    import httpx
+
+    from ui.gate import page_helpers
+    from ui.limits import MAX_HELPERS_PER_CLIENT
+
+    seed = next(i for i in page_helpers(demo) if demo.fns[i].api_name == "random_seed")
+    page = {"data": [], "fn_index": seed, "session_hash": "flood"}
+    run = {"label": "hero", "sampler": "ddim", "steps": 20, "guidance": 2.0, "seed": 0, "n": 16}
+
+    def generate() -> float:
+        start = time.perf_counter()
+        with httpx.Client(base_url=f"{url}/gradio_api", timeout=300) as http:
+            event = http.post("/call/v2/generate", json=run).json()["event_id"]
+            http.get(f"/call/generate/{event}").raise_for_status()
+        return time.perf_counter() - start
+
+    generate()  # warm up
+    print(f"another visitor's 16-sprite run alone: {generate():.2f} s")
+    print(f"ui.limits.MAX_HELPERS_PER_CLIENT = {MAX_HELPERS_PER_CLIENT}")
+    for what, body in (
+        ("helper calls", page),
+        ("calls without a session", {**page, "session_hash": None}),
+    ):
+
+        def call(_: int, body: dict = body) -> int:
+            return httpx.post(f"{url}/gradio_api/run/predict", json=body, timeout=60).status_code
+
+        with ThreadPoolExecutor(33) as pool:
+            other = pool.submit(generate)
+            start = time.time()
+            codes = list(pool.map(call, range(count)))
+            seconds = time.time() - start
+            during = other.result()
+        print(
+            f"{count} {what} in {seconds:.1f} s: {codes.count(200)} answered, "
+            f"{codes.count(429)} refused (429), {codes.count(404)} refused (404); "
+            f"the other run meanwhile: {during:.2f} s"
+        )
 
 
 def requests(url: str, folders: list[Path], args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ import shutil
 import struct
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -367,6 +368,67 @@ def test_only_the_documented_api_answers_by_name(server: str):
     assert outcome(server, "generate", call(server, "generate", GOOD))[0] == "complete"
 
 
+def helper_index(server: str, name: str) -> int:
+    """The index under which the page calls its helper ``name`` (from the page's config)."""
+    config = httpx.get(f"{server}/config").json()
+    return next(d["id"] for d in config["dependencies"] if d["api_name"] == name)
+
+
+def run_helper(server: str, body: dict, address: str = "10.7.7.7") -> httpx.Response:
+    headers = {"x-forwarded-for": address}
+    return httpx.post(f"{server}/gradio_api/run/predict", json=body, headers=headers, timeout=30)
+
+
+def test_the_page_helpers_answer_only_as_the_page_calls_them(server: str):
+    seed = helper_index(server, "random_seed")
+    page = {"data": [], "fn_index": seed, "session_hash": "page1", "trigger_id": 1}
+    answer = run_helper(server, page)  # what the page sends (ui/generate.py's 🎲 button)
+    assert answer.status_code == 200 and isinstance(answer.json()["data"][0], int)
+    for name in ("random_seed", "stop", "click", "on_sampler", "predict"):
+        for route in ("run", "api"):
+            if (route, name) == ("run", "predict"):
+                continue
+            refused = httpx.post(f"{server}/gradio_api/{route}/{name}", json=page)
+            assert refused.status_code == 404, (route, name)
+            assert refused.json()["error"].startswith(f"No API endpoint /{name} here.")
+    generate = helper_index(server, "generate")  # a queued handler: Gradio closes /run to it
+    for odd in (
+        {"session_hash": None},
+        {"fn_index": None},
+        {"fn_index": True},
+        {"fn_index": 10**6},
+    ):
+        refused = run_helper(server, {**page, **odd})
+        assert refused.status_code == 404 and "No API endpoint /run/predict" in refused.text, odd
+    assert run_helper(server, {**page, "fn_index": generate}).status_code == 404
+    not_json = httpx.post(f"{server}/gradio_api/run/predict", content=b"{oops")
+    assert not_json.status_code == 404
+
+
+def test_helper_calls_are_bounded_per_address(server: str, monkeypatch):
+    from ui import gate
+
+    monkeypatch.setattr(gate, "MAX_HELPERS_PER_CLIENT", 2)
+    press_stop = sessions_module.Sessions.press_stop
+
+    def slow_stop(self, session):  # each Stop takes a while: the calls overlap
+        time.sleep(0.5)
+        press_stop(self, session)
+
+    monkeypatch.setattr(sessions_module.Sessions, "press_stop", slow_stop)
+    stop = {"data": [], "fn_index": helper_index(server, "stop"), "session_hash": "s"}
+    with ThreadPoolExecutor(5) as pool:
+        flood = [pool.submit(run_helper, server, stop, "10.5.5.5") for _ in range(4)]
+        time.sleep(0.2)  # the flood is in, and running
+        other = pool.submit(run_helper, server, stop, "10.5.5.6")
+        codes = sorted(f.result().status_code for f in flood)
+        assert other.result().status_code == 200
+    assert codes == [200, 200, 429, 429]
+    refused = next(f.result() for f in flood if f.result().status_code == 429)
+    assert refused.json()["error"].startswith("Your address already has 2 requests waiting")
+    assert run_helper(server, stop, "10.5.5.5").status_code == 200  # its places are free again
+
+
 def test_request_bodies_over_the_bound_are_refused(server: str):
     big = b'{"data": ["' + b"x" * (limits.MAX_REQUEST_BYTES + 1) + b'"]}'
     headers = {"content-type": "application/json"}
@@ -401,6 +463,55 @@ def test_refusals_reach_raw_http_as_errors_in_a_short_clean_line(server: str, ca
     assert len(message) < 400 and "\x1b" not in message and "\u202e" not in message
     lines = [r for r in caplog.records if "not in the list of choices" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None and len(lines[0].getMessage()) < 400
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "message"),
+    [
+        ("generate", "steps", "Steps must be a number (got True)."),
+        ("generate", "eta", "Eta (fresh noise per step) must be a number from 0 to 1 (got True)."),
+        ("generate", "gif_ms",
+         "GIF speed (ms per frame) must be a number from 20 to 500 (got False)."),
+        ("generate", "seed", "Seed must be a number (got True)."),
+        ("morph", "frames", "Frames must be a number from 2 to 48 (got True)."),
+        ("compare", "n", "Batch size must be a number from 1 to 16 (got True)."),
+    ],
+)  # fmt: skip
+def test_a_json_boolean_is_no_number(server: str, caplog, name: str, field: str, message: str):
+    value = "False" not in message  # JSON true is 1 to Python, false is 0
+    with caplog.at_level(logging.INFO, logger="sprite_studio"):
+        kind, data = outcome(server, name, call(server, name, {field: value}))  # the rest: defaults
+    assert kind == "error" and json.loads(data)["error"] == message
+    lines = [r for r in caplog.records if message in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None
+
+
+def test_a_json_boolean_is_no_number_for_gradio_client_either(server: str):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(server + "/", verbose=False)
+    with pytest.raises(AppError, match=re.escape("Steps must be a number (got True)")):
+        client.predict(**{**GOOD, "steps": True}, api_name="/generate")
+
+
+def test_compare_takes_the_step_counts_its_schema_advertises(server: str):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(server + "/", verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]
+    steps = next(p for p in api["parameters"] if p["parameter_name"] == "steps")
+    assert steps["type"]["items"] == {"enum": [5, 10, 20, 50, 100], "type": "integer"}
+    assert all(type(k) is int for k in steps["parameter_default"] + steps["example_input"])
+    # gradio_client lists every choice quoted: list[Literal['5', '10', ...]]. Both are taken.
+    assert steps["python_type"]["type"] == "list[Literal['5', '10', '20', '50', '100']]"
+    compare = {"model": "tiny", "label": "hero", "samplers": ["ddim"], "n": 1, "seed": 3}
+    for counts in ([5, 10], ["5", "10"]):
+        status = client.predict(**compare, steps=counts, api_name="/compare")[0]
+        assert "through ddim at 5 and 10 steps: ddim 5 steps" in status, counts
+    with pytest.raises(AppError, match=r"Value .*'7'.* is not in the list of choices: \[5, 10, 20"):
+        client.predict(**compare, steps=["7"], api_name="/compare")
 
 
 def test_one_caller_cannot_take_the_queue(server: str, monkeypatch):
@@ -440,6 +551,30 @@ def test_one_caller_cannot_take_the_queue(server: str, monkeypatch):
     assert waited < 60
     # The flood's places are free again once its runs are done.
     assert call(server, "generate", GOOD, address="10.0.0.1").status_code == 200
+
+
+def test_a_flood_from_one_session_leaves_the_queue_to_others(server: str):
+    from gradio_client import Client
+    from gradio_client.exceptions import ValidationError
+    from gradio_client.utils import Status
+
+    slow = {**GOOD, "sampler": "ddpm", "steps": 60, "n": 4}
+    one = Client(server + "/", verbose=False, headers={"x-forwarded-for": "10.0.0.4"})
+    flood = [one.submit(**slow, api_name="/generate") for _ in range(10)]  # one session
+    deadline = time.monotonic() + 30
+    for job in flood:  # each has joined the queue or been refused (submit only starts joining)
+        while job.status().code in (Status.STARTING, Status.JOINING_QUEUE) and not job.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    other = Client(server + "/", verbose=False, headers={"x-forwarded-for": "10.0.0.5"})
+    status = other.predict(**{**GOOD, "label": "food"}, api_name="/generate")[1]
+    ahead = sum(job.done() and job.exception() is None for job in flood)
+    assert status.startswith("done: 1 × food")
+    # The second session waited for at most the session's few runs, not for the flood.
+    assert ahead <= limits.MAX_JOBS_PER_SESSION
+    refused = [job for job in flood if isinstance(job.exception(timeout=60), ValidationError)]
+    assert len(refused) == len(flood) - limits.MAX_JOBS_PER_SESSION
+    assert "You already have 2 runs going or waiting" in str(refused[0].exception())
 
 
 def test_the_handler_counts_runs_of_a_session_and_of_its_address(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,6 +34,29 @@ def ticked_samplers(pipe: SpritePipeline) -> list[str]:
 def step_choices(pipe: SpritePipeline) -> list[int]:
     """The step counts offered: COMPARE_STEPS that the model's schedule can walk."""
     return [s for s in COMPARE_STEPS if s <= pipe.schedule.T]
+
+
+def step_counts_box(choices: list[int], **kwargs: Any) -> gr.CheckboxGroup:
+    """A CheckboxGroup of step counts whose API schema and check agree: the schema says whole
+    numbers (Gradio's calls every choice a string), and a count written as text, as
+    gradio_client's listing shows them (``list[Literal['5', '10']]``), is taken as its number.
+    Changed on the instance: Gradio writes a ``.pyi`` stub beside every component subclass."""
+    box = gr.CheckboxGroup(choices, **kwargs)
+    box.api_info = types.MethodType(_whole_numbers_info, box)
+    box.preprocess = types.MethodType(_counts_or_their_text, box)
+    return box
+
+
+def _whole_numbers_info(box: gr.CheckboxGroup) -> dict[str, Any]:
+    info = gr.CheckboxGroup.api_info(box)
+    return {**info, "items": {**info["items"], "type": "integer"}}
+
+
+def _counts_or_their_text(box: gr.CheckboxGroup, payload: Any) -> Any:
+    if isinstance(payload, list):
+        by_text = {str(value): value for _, value in box.choices}
+        payload = [by_text.get(v, v) if isinstance(v, str) else v for v in payload]
+    return gr.CheckboxGroup.preprocess(box, payload)
 
 
 def summary(runs: Sequence[tuple[Request, float]]) -> str:
@@ -147,7 +171,7 @@ class CompareTab:
                     pipe0.samplers, value=ticked_samplers(pipe0), label="Samplers"
                 )
                 choices = step_choices(pipe0)
-                self.steps = gr.CheckboxGroup(choices, value=choices[1:3], label="Step counts")
+                self.steps = step_counts_box(choices, value=choices[1:3], label="Step counts")
                 self.guidance = gr.Number(
                     value=pipe0.defaults["guidance"], label="Guidance", precision=None
                 )

@@ -30,6 +30,9 @@ MAX_JOBS_PER_SESSION = 2
 # household or classroom behind one address, small enough that the queue stays open to others.
 MAX_JOBS_PER_CLIENT = 8
 MAX_EVENTS_PER_CLIENT = 16  # events of any kind one address may have waiting or running
+# The page's quick helpers (a sampler's note, a random seed, Stop) skip the queue, through
+# /gradio_api/run/predict: at most this many running at once per address (a page has one or two).
+MAX_HELPERS_PER_CLIENT = 8
 SAMPLING_QUEUE = "sampling"  # the concurrency id of every event that runs the network
 CONCURRENCY = 2  # sampling is CPU/GPU bound: more parallel runs only make each one slower
 QUEUE_SIZE = 64
