@@ -8,7 +8,11 @@ both ways the upscaler was trained on (``diffusion.train.halve``: the 2x2 averag
 pixel of each 2x2 block), and enlarges the halves back with nearest-neighbour, bicubic
 (Pillow) and the upscaler at its defaults. Against the original tiles, composited on white:
 PSNR (dB), the share of pixels that come back exactly, and the colours per tile (the
-original's own figure beside it). ``--picture`` writes a sheet: rows of held-out tiles
+original's own figure beside it). PSNR rewards the average of what could be there, which is
+blur; a diffusion upscaler draws one sharp guess instead, so the table also says how much each
+set of enlarged tiles looks like real ones: KID in the evaluator's classifier features and KID
+of 3x3 pixel patterns (see docs/evaluation.md), both against the training split's tiles, with
+the held-out originals as the floor. ``--picture`` writes a sheet: rows of held-out tiles
 (halved, nearest, bicubic, upscaler, original) and, from ``--sprites``, native 16x16 sprites
 of another set with their upscaled versions, which show the style the upscaler learned.
 """
@@ -26,7 +30,9 @@ from diffusion import SpritePipeline, render
 from diffusion.autoencoder import psnr
 from diffusion.data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
 from diffusion.device import configure_cpu_threads
-from diffusion.evaluate.metrics import colours_per_sprite
+from diffusion.evaluate import kernel_inception_distance, load_or_train_classifier
+from diffusion.evaluate.driver import pattern_scale_of
+from diffusion.evaluate.metrics import colours_per_sprite, pixel_patterns
 from diffusion.train import halve
 
 
@@ -43,12 +49,32 @@ def nearest(images: np.ndarray, factor: int = 2) -> np.ndarray:
     return images.repeat(factor, 1).repeat(factor, 2)
 
 
-def figures(out: np.ndarray, real: np.ndarray) -> dict[str, float]:
+class Likeness:
+    """KID of sprites against the training split, in classifier and in pixel-pattern space."""
+
+    def __init__(self, data_path: str) -> None:
+        data = load_dataset(data_path)
+        train = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)[0]
+        self.classifier, _ = load_or_train_classifier(data)
+        self.scale = pattern_scale_of(train.images)
+        self.features = self.classifier.embed(train.images)[0]
+        self.patterns = pixel_patterns(train.images) * self.scale
+
+    def __call__(self, rgb: np.ndarray) -> tuple[float, float]:
+        kid = kernel_inception_distance(self.classifier.embed(rgb)[0], self.features)[0]
+        patterns = pixel_patterns(rgb) * self.scale
+        return kid, kernel_inception_distance(patterns, self.patterns)[0]
+
+
+def figures(out: np.ndarray, real: np.ndarray, likeness: Likeness) -> dict[str, float]:
     a, b = render.composite(out), render.composite(real)
+    kid, pattern_kid = likeness(a)
     return {
         "psnr": psnr(a, b),
         "exact": float((a == b).all(-1).mean()),
         "colours": float(colours_per_sprite(a).mean()),
+        "kid": kid,
+        "pattern_kid": pattern_kid,
     }
 
 
@@ -69,13 +95,19 @@ def main(argv: list[str] | None = None) -> None:
     real = render.harden_alpha(np.concatenate([held.images, held.alpha[..., None]], -1)[pick])
     x = render.to_tensor(render.model_pixels(real, 4))
     options = pipe.options(len(real))
+    likeness = Likeness(args.data)
+    kid, pattern_kid = likeness(render.composite(real))
     print(
         f"{len(real)} held-out tiles of {args.data} · {options.sampler} {options.steps} steps "
-        f"· seed {args.seed} · real tiles: {colours_per_sprite(render.composite(real)).mean():.1f}"
-        " colours"
+        f"· seed {args.seed} · the originals: "
+        f"{colours_per_sprite(render.composite(real)).mean():.1f} colours, KID {kid:.3f}, "
+        f"pattern KID {pattern_kid:.3f}"
     )
-    print("| halved by | enlarged by | PSNR (dB) | exact pixels | colours per tile | s per tile |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| halved by | enlarged by | PSNR (dB) | exact pixels | colours per tile | KID "
+        "| pattern KID | s per tile |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     sheet = []
     for how in ("average", "pick"):
         small = render.model_output(render.to_uint8(halve(x, how)))
@@ -88,10 +120,10 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             results[name] = enlarge(small)
             seconds = (time.perf_counter() - start) / len(small)
-            f = figures(results[name], real)
+            f = figures(results[name], real, likeness)
             print(
                 f"| {how} | {name} | {f['psnr']:.2f} | {100 * f['exact']:.1f}% | "
-                f"{f['colours']:.1f} | {seconds:.4f} |"
+                f"{f['colours']:.1f} | {f['kid']:.3f} | {f['pattern_kid']:.3f} | {seconds:.4f} |"
             )
         rows = [nearest(small), results["nearest"], results["bicubic"], results["upscaler"], real]
         sheet.append(np.concatenate([r[:8] for r in rows]))

@@ -223,7 +223,7 @@ def render_card(
         f"A {conditioned} ContextUnet that draws {side}x{side} {_kind(model, bool(vae))} "
         "pixel-art sprites, trained with Sprite Diffusion Studio.\n"
     )
-    use = f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)'
+    use = f'images = pipe.generate("{config["labels"][0]}", n=16, seed=0)  # uint8 (n, {side}, '
     if low := model.get("low_res"):
         what = (
             f"A 2x upscaler (SR3, Saharia et al. 2021): a ContextUnet that draws a {side}x{side} "
@@ -231,15 +231,20 @@ def render_card(
             "nearest-neighbour; trained with Sprite Diffusion Studio on sprites and their "
             "halves (the 2x2 average, or one pixel of each 2x2 block).\n"
         )
-        use = f"images = pipe.upscale(small, seed=0)  # small: uint8 ({low}, {low}, 4)"
+        use = (
+            f'small = Image.open("sprite{low}.png")  # any {low}x{low} sprite, or uint8 arrays\n'
+            f"images = pipe.upscale(small, seed=0)  # uint8 (n, {side}, "
+        )
     parts = [
         f"{front}# {Path(name).name}\n",
         what + (_latent_text(vae, model) if vae else ""),
         f"Labels: {', '.join(config['labels'])}.\n",
         "![samples](samples.png)\n",
-        "## Use\n\n```python\nfrom diffusion import SpritePipeline\n\n"
+        "## Use\n\n```python\n"
+        + ("from PIL import Image\n\n" if low else "")
+        + "from diffusion import SpritePipeline\n\n"
         f'pipe = SpritePipeline.from_pretrained("{name}")\n'
-        f"{use}  # uint8 (n, {side}, {side}, {depth})\n"
+        f"{use}{side}, {depth})\n"
         "```\n",
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
         f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing, palette stage "

@@ -241,7 +241,7 @@ def evaluate_palettes(
     seeds = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
     if not seeds:
         raise ValueError("give at least one evaluation seed")
-    pattern_scale = _pattern_scale(train.images)
+    pattern_scale = pattern_scale_of(train.images)
     reports: dict[str, list[dict[str, Any]]] = {render.palette_name(p): [] for p in palettes}
     for s in seeds:
         start = time.perf_counter()
@@ -350,7 +350,7 @@ def evaluate_text(
     return report
 
 
-def _pattern_scale(train_images: np.ndarray) -> float:
+def pattern_scale_of(train_images: np.ndarray) -> float:
     """The factor that gives the training split's pattern histograms a mean square of 1 per
     dimension: KID's kernel ``(x . y / d + 1)^3`` is only cubic, rather than nearly linear, when
     ``x . y / d`` is of order 1, as it is for the Inception features it was made for."""
