@@ -262,7 +262,7 @@ def test_cond_dropout_trains_each_branch_guidance_uses():
             cond_dropout=_cond_dropout("0.1,0.2,0.1"),
         ),
         images=torch.zeros(n, 1, 2, 2), alt=torch.zeros(n, 1, 2, 2),
-        labels=torch.randint(0, 3, (n,)), data=SimpleNamespace(num_labels=3),
+        labels=torch.randint(0, 3, (n,)), data=SimpleNamespace(num_labels=3), vae=None,
         text=(torch.ones(n, 4), torch.ones(n, 4)),
     )  # fmt: skip
     _, context, text = Trainer.batch(fake, torch.arange(n))
