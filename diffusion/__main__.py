@@ -14,13 +14,26 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from . import render
-from .pipeline import UPSCALER, SpritePipeline
+from .pipeline import UPSCALER, Frame, SpritePipeline
 from .samplers import SAMPLERS
+
+
+def _run(stream: Iterator[Frame]) -> list[Frame]:
+    """Every frame of a run, with its progress and time on stderr."""
+    start = time.perf_counter()
+    frames = []
+    for frame in stream:
+        frames.append(frame)
+        print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - start
+    print(f"\r{frames[-1].total} steps in {elapsed:.2f} s, seed {frames[-1].seed}", file=sys.stderr)
+    return frames
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -32,31 +45,27 @@ def _sample(args: argparse.Namespace) -> None:
         args.palette = args.palette_lock
     if context is not None and context.isdigit():
         context = int(context)
-    start = time.perf_counter()
-    frames = []
-    for frame in pipe.stream(
-        context,
-        n=args.n,
-        sampler=args.sampler,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        eta=args.eta,
-        spacing=args.spacing,
-        palette=args.palette,
-        prompt=args.prompt,
-        guide=args.guide,
-        guidance_text=args.guidance_text,
-        negative_prompt=args.negative_prompt,
-        rerank=args.rerank,
-        palette_lock=args.palette_lock is not None,
-        tileable=args.tileable,
-        outline=args.outline,
-    ):
-        frames.append(frame)
-        print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
-    elapsed = time.perf_counter() - start
-    print(f"\r{frames[-1].total} steps in {elapsed:.2f} s, seed {frames[-1].seed}", file=sys.stderr)
+    frames = _run(
+        pipe.stream(
+            context,
+            n=args.n,
+            sampler=args.sampler,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=args.seed,
+            eta=args.eta,
+            spacing=args.spacing,
+            palette=args.palette,
+            prompt=args.prompt,
+            guide=args.guide,
+            guidance_text=args.guidance_text,
+            negative_prompt=args.negative_prompt,
+            rerank=args.rerank,
+            palette_lock=args.palette_lock is not None,
+            tileable=args.tileable,
+            outline=args.outline,
+        )
+    )
     last = frames[-1]
     if last.scores is not None:
         best = f" (best of {args.rerank})" if args.rerank > 1 else ""
@@ -94,20 +103,16 @@ def _upscale(args: argparse.Namespace) -> None:
             sprite = image.copy()
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{args.input}: not an image Pillow can read ({err})") from None
-    start = time.perf_counter()
-    frames = []
-    for frame in pipe.stream(
-        None,
-        low_res=sprite,
-        sampler=args.sampler,
-        steps=args.steps,
-        seed=args.seed,
-        palette=args.palette,
-    ):
-        frames.append(frame)
-        print(f"\rstep {frame.step}/{frame.total}", end="", file=sys.stderr, flush=True)
-    elapsed = time.perf_counter() - start
-    print(f"\r{frames[-1].total} steps in {elapsed:.2f} s, seed {frames[-1].seed}", file=sys.stderr)
+    frames = _run(
+        pipe.stream(
+            None,
+            low_res=sprite,
+            sampler=args.sampler,
+            steps=args.steps,
+            seed=args.seed,
+            palette=args.palette,
+        )
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(render.save_png(render.grid(frames[-1].x, scale=args.scale), out))

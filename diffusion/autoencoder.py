@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from . import render
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, DataError, load_dataset
 from .files import atomic_write, read_config
-from .model import check_whole
+from .model import check_whole, config_from_dict
 
 FORMAT = "sprite-vae/1"
 # What a config may ask for, checked before anything is allocated (see model.BOUNDS).
@@ -95,12 +95,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, fields: Any) -> VAEConfig:
-        if not isinstance(fields, dict):
-            raise ValueError(f"the autoencoder config must be a JSON object, got {fields!r}")
-        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"the autoencoder config has unknown fields {unknown}")
-        return cls(**fields)
+        return config_from_dict(cls, fields, "autoencoder")
 
 
 class _Block(nn.Module):

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from .autoencoder import VAEConfig
 from .files import atomic_write
 
 
@@ -188,15 +189,15 @@ def _totals(training: dict) -> str:
     )
 
 
-def _latent_text(vae: dict, model: dict) -> str:
+def _latent_text(vae: dict) -> str:
     """What a latent model is, with its autoencoder's figures."""
     m, training = vae["model"], vae.get("training", {})
-    side, factor = m["resolution"], 2 ** (len(m["channels"]) - 1)
+    side, latent = m["resolution"], VAEConfig.from_dict(m).latent_resolution
     figures = vae.get("reconstruction", {})
     psnr = figures.get("psnr_held_out")
     return (
         f"A latent diffusion model (Rombach et al. 2022): its ContextUnet denoises "
-        f"{side // factor}x{side // factor} latents of {m['latent_channels']} channels, and the "
+        f"{latent}x{latent} latents of {m['latent_channels']} channels, and the "
         f"decoder of its autoencoder (`autoencoder/`, a SpriteVAE of channels {m['channels']}, "
         f"{training.get('steps', '?')} steps in {training.get('minutes', '?')} minutes"
         + (f"; held-out reconstruction {psnr:.1f} dB PSNR" if psnr else "")
@@ -237,7 +238,7 @@ def render_card(
         )
     parts = [
         f"{front}# {Path(name).name}\n",
-        what + (_latent_text(vae, model) if vae else ""),
+        what + (_latent_text(vae) if vae else ""),
         f"Labels: {', '.join(config['labels'])}.\n",
         "![samples](samples.png)\n",
         "## Use\n\n```python\n"

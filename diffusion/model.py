@@ -51,6 +51,18 @@ def check_whole(name: str, value: Any, low: int, high: int) -> int:
     return value
 
 
+def config_from_dict(cls: type, fields: Any, what: str) -> Any:
+    """``cls(**fields)`` for a config dataclass read from JSON: a ValueError naming ``what``
+    when ``fields`` is no JSON object or has fields ``cls`` does not know (``cls`` checks the
+    values)."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"the {what} config must be a JSON object, got {type(fields).__name__}")
+    unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"the {what} config has unknown fields {unknown}")
+    return cls(**fields)
+
+
 @dataclass
 class UnetConfig:
     """Everything needed to rebuild a ContextUnet; stored in a model's config.json."""
@@ -121,12 +133,7 @@ class UnetConfig:
     def from_dict(cls, fields: Any) -> UnetConfig:
         """The config saved by :meth:`to_dict` (a model's config.json "model"), checked: a
         ValueError names the first field that is unknown, of the wrong type or out of bounds."""
-        if not isinstance(fields, dict):
-            raise ValueError(f"the model config must be a JSON object, got {type(fields).__name__}")
-        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"the model config has unknown fields {unknown}")
-        return cls(**fields)
+        return config_from_dict(cls, fields, "model")
 
     def parameter_count(self) -> int:
         """The number of weights a ContextUnet of this config holds, counted without
