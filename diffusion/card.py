@@ -253,7 +253,13 @@ def render_card(
         "(bf16 only where the device has fast bf16).\n",
         "## Model and training\n",
         f"- network: ContextUnet, channels {model['channels']}, "
-        f"{model['blocks_per_level']} residual block(s) per level\n"
+        f"{model['blocks_per_level']} residual block(s) per level"
+        + (
+            f", cross-attention to the prompt's tokens at levels {cross}"
+            if (cross := model.get("cross_attention"))
+            else ""
+        )
+        + "\n"
         f"- schedule: {schedule}\n"
         f"- data: `{training.get('data', {}).get('source', '?')}` "
         f"{training.get('data', {}).get('counts', '')}\n"

@@ -29,6 +29,7 @@ __all__ = [
     "DataError",
     "SpriteDataset",
     "load_dataset",
+    "name_from_path",
 ]
 
 COURSE_IMAGES = "sprites_1788_16x16.npy"
@@ -40,6 +41,26 @@ HF_PREFIX = "hf://datasets/"
 # The split diffusion.evaluate holds out; ``train --split train`` leaves it unseen.
 EVAL_HOLDOUT = 0.2
 EVAL_SPLIT_SEED = 0
+
+# Words of a file name that say a colour or shade: English puts them first ("red dragon"), file
+# names often last ("dragon_red").
+_SHADES = frozenset({
+    "red", "blue", "green", "yellow", "purple", "cyan", "magenta", "white", "black", "brown",
+    "grey", "gray", "darkgray", "lightgray", "darkgrey", "lightgrey", "pink", "orange", "golden",
+    "silver", "dark", "light", "bright", "pale", "violet", "lightblue", "lightgreen", "lightcyan",
+    "lightmagenta", "lightred", "darkblue", "darkgreen",
+})  # fmt: skip
+# Folders whose name is the thing their files show, when the file name leaves it out
+# ("ring/ruby.png" is a ruby ring, "wall/stone_dark1.png" a dark stone wall).
+_FOLDER_NOUNS = {
+    "altars": "altar", "amulet": "amulet", "book": "book", "doors": "door", "floor": "floor",
+    "gateways": "gateway", "gold": "gold", "potion": "potion", "ring": "ring", "rod": "rod",
+    "scroll": "scroll", "shields": "shield", "staff": "staff", "statues": "statue",
+    "traps": "trap", "trees": "tree", "wall": "wall", "wand": "wand", "water": "water",
+    "artefact": "artefact",
+}  # fmt: skip
+# Tile-set codes that name no thing (random and special artefacts).
+_CODES = frozenset({"urand", "unrand", "spwpn"})
 
 
 class DataError(ValueError):
@@ -58,7 +79,8 @@ class SpriteDataset:
         alt_images: (N, H, W, 3) uint8, another animation frame of sprite i (equal to
             ``images[i]`` for sprites that are not animated), or None when the source has none.
         names: a short description of each sprite ("red potion"), for text conditioning, or
-            None when the source has none (``meta.json`` "names").
+            None when the source has none (``meta.json`` "names", else each sprite's file path,
+            ``meta.json`` "paths", read as a name by :func:`name_from_path`).
         alpha: (N, H, W) uint8 opacity of each sprite (``rgba.npy``; ``images`` are these
             sprites composited on white), or None when the source has none.
         alt_alpha: (N, H, W) uint8 opacity of ``alt_images`` (see :func:`frame_alpha`), or None.
@@ -282,8 +304,28 @@ def _meta_names(meta: dict) -> list[str] | None:
     return names
 
 
+def name_from_path(path: str) -> str:
+    """A sprite's file path read as a short name, as a prompt would say it:
+    "mon/dragons/dragon_red.png" -> "red dragon", "dngn/wall/stone_dark1.png" -> "dark stone
+    wall", "item/ring/ruby.png" -> "ruby ring" (numbers, one-letter parts and tile-set codes go;
+    shades come first; the folder names the thing when the file does not)."""
+    *folders, file = path.replace("\\", "/").split("/")
+    stem = file.rsplit(".", 1)[0].lower().replace("-", "_")
+    words = [w.rstrip("0123456789") for w in stem.split("_")]
+    words = [w for w in words if len(w) > 1 and w not in _CODES]
+    words = [w for w in words if w in _SHADES] + [w for w in words if w not in _SHADES]
+    noun = next((_FOLDER_NOUNS[f] for f in reversed(folders) if f in _FOLDER_NOUNS), None)
+    if noun and noun not in words and noun + "s" not in words:
+        words.append(noun)
+    return " ".join(dict.fromkeys(words)) or (folders[-1] if folders else stem)
+
+
 def _sprite_names(meta: dict, n: int, folder: Path) -> list[str] | None:
     names = meta.get("names")
+    paths = meta.get("paths")
+    one_each = isinstance(paths, list) and len(paths) == n
+    if names is None and one_each and all(isinstance(x, str) for x in paths):
+        return [name_from_path(x) for x in paths]  # each sprite named by its file
     if names is None:
         return None
     if not isinstance(names, list) or len(names) != n or not all(isinstance(x, str) for x in names):

@@ -5,7 +5,9 @@ a vector, an up path with skip connections, time and context embeddings that sca
 features) with its faults fixed: residual shortcuts are real 1x1 convolutions created once,
 timesteps get a sinusoidal embedding, normalisation is GroupNorm, and an all-zero context maps to
 a learned "no context" embedding so that one network serves classifier-free guidance.
-A text embedding, when the config has one, is projected and added to the same embedding.
+A text embedding, when the config has one, is projected and added to the same embedding; with
+``cross_attention`` the blocks of those levels also attend to the prompt's every token, as
+Stable Diffusion's U-Net attends to its text encoder's token states.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .objectives import PREDICTIONS
 
 # What a config may ask for, checked before anything is allocated: generous for any sprite model,
 # yet small enough that a config.json from an untrusted folder cannot ask for more memory than a
@@ -76,8 +80,9 @@ class UnetConfig:
     groups: int = 8
     # Timesteps are divided by T before the sinusoidal embedding so one network fits any T.
     T: int = 1000
-    # What the network outputs: "eps" (the noise, DDPM) or "v" (Salimans & Ho 2022,
-    # v = sqrt(abar) * eps - sqrt(1 - abar) * x0), which stays well scaled at both ends of t.
+    # What the network outputs: "eps" (the noise, DDPM), "v" (Salimans & Ho 2022,
+    # v = sqrt(abar) * eps - sqrt(1 - abar) * x0), which stays well scaled at both ends of t,
+    # or "edm" (Karras et al. 2022's preconditioned output); diffusion.objectives has the maths.
     prediction: str = "eps"
     # Levels (0 = full resolution) whose blocks end in self-attention, e.g. (1, 2) = 8x8 and 4x4.
     attention: tuple[int, ...] = ()
@@ -86,6 +91,9 @@ class UnetConfig:
     # Size of a text embedding (SpriteCLIP's) that conditions the network beside the label;
     # 0 for a label-only model.
     text_dim: int = 0
+    # Levels whose blocks end in cross-attention to the prompt's token states (text_dim wide
+    # each), beside the pooled embedding, e.g. (1, 2) = 8x8 and 4x4; a text model only.
+    cross_attention: tuple[int, ...] = ()
     # An upscaler (SR3, Saharia et al. 2021) also sees a low-resolution image of this side (and
     # of in_channels), enlarged nearest-neighbour to ``resolution``; 0 for any other model.
     low_res: int = 0
@@ -102,7 +110,7 @@ class UnetConfig:
             raise ValueError(f"emb_dim must be even (sines and cosines), got {self.emb_dim}")
         if not isinstance(self.self_condition, bool):
             raise ValueError(f"self_condition must be true or false, got {self.self_condition!r}")
-        for name in ("channels", "attention"):
+        for name in ("channels", "attention", "cross_attention"):
             if not isinstance(getattr(self, name), (list, tuple)):
                 raise ValueError(
                     f"{name} must be a list of whole numbers, got {getattr(self, name)!r}"
@@ -115,19 +123,27 @@ class UnetConfig:
         self.attention = tuple(
             check_whole("attention levels", a, 0, levels - 1) for a in self.attention
         )
-        if self.prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+        self.cross_attention = tuple(
+            check_whole("cross_attention levels", a, 0, levels - 1) for a in self.cross_attention
+        )
+        if self.cross_attention and not self.text_dim:
+            raise ValueError(
+                "cross_attention attends to a prompt: it needs a text model (text_dim)"
+            )
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.resolution % 2 ** (levels - 1):
             raise ValueError(f"resolution {self.resolution} must be divisible by 2^{levels - 1}")
         if any(c % self.groups for c in self.channels):
             raise ValueError(f"every channel count must be divisible by groups={self.groups}")
-        for level in self.attention:
-            c = self.channels[level]
-            if c % max(1, c // HEAD_DIM):
-                raise ValueError(
-                    f"attention at level {level}: its {c} channels must split evenly into "
-                    f"{max(1, c // HEAD_DIM)} heads"
-                )
+        for kind in ("attention", "cross_attention"):
+            for level in getattr(self, kind):
+                c = self.channels[level]
+                if c % max(1, c // HEAD_DIM):
+                    raise ValueError(
+                        f"{kind} at level {level}: its {c} channels must split evenly into "
+                        f"{max(1, c // HEAD_DIM)} heads"
+                    )
 
     @classmethod
     def from_dict(cls, fields: Any) -> UnetConfig:
@@ -145,6 +161,7 @@ class UnetConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         d["attention"] = list(self.attention)
+        d["cross_attention"] = list(self.cross_attention)
         return d
 
 
@@ -211,14 +228,58 @@ class SelfAttention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from the pixels of a feature map to a prompt's token states, as a
+    residual branch (Rombach et al. 2022's text conditioning).
+
+    A learned "null" token is always there to attend to, so that no prompt (every token masked
+    out) is an input like any other, as training's text dropout shows it. The output projection
+    starts at zero: a block grown with it computes exactly what it did before.
+    """
+
+    def __init__(self, channels: int, text_dim: int, groups: int, head_dim: int = HEAD_DIM):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(groups, channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.null = nn.Parameter(torch.zeros(1, 1, text_dim))
+        self.text_norm = nn.LayerNorm(text_dim)
+        self.kv = nn.Linear(text_dim, 2 * channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        heads = self.heads
+        words = torch.cat([self.null.expand(n, -1, -1).to(tokens.dtype), tokens], dim=1)
+        keep = torch.cat([mask.new_ones(n, 1), mask], dim=1)
+        k, v = self.kv(self.text_norm(words)).reshape(n, -1, 2, heads, c // heads).unbind(2)
+        q = self.q(self.norm(x)).reshape(n, heads, c // heads, h * w).transpose(-1, -2)
+        out = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2).to(q.dtype), v.transpose(1, 2).to(q.dtype),
+            attn_mask=keep[:, None, None, :],
+        )  # fmt: skip
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with GroupNorm; the embedding scales and shifts the middle features.
 
     With ``attention``, self-attention over the block's output follows, so that distant pixels
-    of a small feature map can agree (on an outline's colour, say).
+    of a small feature map can agree (on an outline's colour, say); with ``cross_text`` (the
+    width of a prompt's token states), cross-attention to the prompt's tokens comes last.
     """
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, attention: bool = False):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        emb_dim: int,
+        groups: int,
+        attention: bool = False,
+        cross_text: int = 0,
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin)
         self.conv1 = _Conv3x3(cin, cout)
@@ -232,13 +293,17 @@ class ResBlock(nn.Module):
         # Only present when used, so that weights saved without attention load unchanged.
         if attention:
             self.attn = SelfAttention(cout, groups)
+        if cross_text:
+            self.cross = CrossAttention(cout, cross_text, groups)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, words: tuple[Tensor, Tensor] | None = None) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.skip(x) + self.conv2(F.silu(h))
-        return self.attn(h) if hasattr(self, "attn") else h
+        if hasattr(self, "attn"):
+            h = self.attn(h)
+        return self.cross(h, *words) if hasattr(self, "cross") else h
 
 
 class ContextUnet(nn.Module):
@@ -248,7 +313,9 @@ class ContextUnet(nn.Module):
     (n, num_labels) label weights: one-hot for a label, a mix for blends, all zeros for none.
     With ``config.self_condition``, ``x0_prev`` (n, C, H, W) is the previous x0 estimate
     (zeros, the default, for none). With ``config.text_dim``, ``text`` (n, text_dim) is the
-    prompt's embedding (zeros, the default, for none). With ``config.low_res`` (an upscaler),
+    prompt's embedding (zeros, the default, for none); with ``config.cross_attention`` also
+    ``tokens`` (n, L, text_dim), its token states, and ``token_mask`` (n, L), which of them are
+    words (none, the default, for no prompt). With ``config.low_res`` (an upscaler),
     ``low`` (n, C, low_res, low_res) is the image to enlarge. ``config.prediction`` says
     whether the output is eps or v.
     """
@@ -273,7 +340,7 @@ class ContextUnet(nn.Module):
         skips, cin = [], ch[0]
         for level, cout in enumerate(ch):
             for _ in range(c.blocks_per_level):
-                self.down.append(ResBlock(cin, cout, e, c.groups, level in c.attention))
+                self.down.append(ResBlock(cin, cout, e, c.groups, *self._attends(level)))
                 skips.append(cout)
                 cin = cout
             if level < len(ch) - 1:
@@ -291,7 +358,9 @@ class ContextUnet(nn.Module):
         self.up = nn.ModuleList()
         for level, cout in reversed(list(enumerate(ch))):
             for _ in range(c.blocks_per_level):
-                self.up.append(ResBlock(cin + skips.pop(), cout, e, c.groups, level in c.attention))
+                self.up.append(
+                    ResBlock(cin + skips.pop(), cout, e, c.groups, *self._attends(level))
+                )
                 cin = cout
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
@@ -300,6 +369,11 @@ class ContextUnet(nn.Module):
         )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+
+    def _attends(self, level: int) -> tuple[bool, int]:
+        """A block's (self-attention?, width of the token states it attends to, 0 for none)."""
+        c = self.config
+        return level in c.attention, c.text_dim if level in c.cross_attention else 0
 
     def embed(self, t: Tensor, context: Tensor, text: Tensor | None = None) -> Tensor:
         """Joint time + context embedding; the null embedding fills in missing label weight."""
@@ -323,8 +397,18 @@ class ContextUnet(nn.Module):
         x0_prev: Tensor | None = None,
         text: Tensor | None = None,
         low: Tensor | None = None,
+        tokens: Tensor | None = None,
+        token_mask: Tensor | None = None,
     ) -> Tensor:
         emb = self.embed(t, context, text)
+        words = None
+        if self.config.cross_attention:
+            if tokens is None:  # no prompt: nothing but the null token to attend to
+                tokens = emb.new_zeros(len(emb), 1, self.config.text_dim)
+                token_mask = torch.zeros(len(emb), 1, dtype=torch.bool, device=emb.device)
+            elif token_mask is None:
+                raise ValueError("tokens= needs token_mask= (which token states are words)")
+            words = (tokens, token_mask.bool())
         if self.config.self_condition:
             x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x)], dim=1)
         if self.config.low_res:
@@ -336,14 +420,14 @@ class ContextUnet(nn.Module):
         skips = []
         for layer in self.down:
             if isinstance(layer, ResBlock):
-                h = layer(h, emb)
+                h = layer(h, emb, words)
                 skips.append(h)
             else:
                 h = layer(h)
         h = self.mid(torch.cat([h, self.from_vec(self.to_vec(h))], dim=1), emb)
         for layer in self.up:
             if isinstance(layer, ResBlock):
-                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb, words)
             else:
                 h = layer(h)
         return self.out(h)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import safetensors
@@ -24,6 +24,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from . import objectives, render
 from .autoencoder import SpriteVAE
@@ -358,6 +359,15 @@ class SpritePipeline:
             return None
         return self.text_encoder.encode_text(self._prompts(prompt, n)).expand(n, -1)
 
+    def _words(self, prompt: str | Sequence[str] | None, n: int) -> _Words | None:
+        """A description, or one per sprite, as the network reads it (see :class:`_Words`)."""
+        if prompt is None:
+            return None
+        if not getattr(getattr(self.model, "config", None), "cross_attention", ()):
+            return _Words(self.encode_prompt(prompt, n))
+        text, tokens, mask = self.text_encoder.encode_tokens(self._prompts(prompt, n))
+        return _Words(text.expand(n, -1), tokens.expand(n, -1, -1), mask.expand(n, -1))
+
     def _prompts(self, prompt: str | Sequence[str], n: int, name: str = "prompt") -> list[str]:
         """The prompt (or the ``name`` one) as a list of 1 or n descriptions, checked;
         ValueError says what is wrong (a label-only model, an empty text, too many pieces)."""
@@ -379,11 +389,11 @@ class SpritePipeline:
         context: Tensor,
         guidance: float,
         timestep: dict[float, float],
-        text: Tensor | None = None,
+        text: _Words | None = None,
         guide: str = "both",
         tileable: bool = False,
         guidance_text: float | None = None,
-        negative: Tensor | None = None,
+        negative: _Words | None = None,
         record: list[tuple[Tensor, ...]] | None = None,
         low: Tensor | None = None,
     ):
@@ -391,7 +401,7 @@ class SpritePipeline:
 
         ``guide`` says what guidance pushes towards: the unconditional branch drops the label
         and the text ("both"), or only the one named; ``guidance_text`` gives the text its own
-        scale, and ``negative`` (a negative prompt's embedding) stands in for "no text" (see
+        scale, and ``negative`` (a negative prompt's words) stands in for "no text" (see
         :func:`_guidance`). Every branch runs in one batched network call. ``timestep`` maps
         the sigmas a sampler walks to their timesteps, so that the usual case is a lookup
         rather than an inversion of the schedule. A v-predicting network's output is turned
@@ -413,11 +423,11 @@ class SpritePipeline:
             raise ValueError("branches=True needs something to guide by: a label or a prompt")
         copies = len(plan.branches)
         if text is not None or negative is not None:
-            blank = torch.zeros_like(text if text is not None else negative)
+            blank = (text if text is not None else negative).blank()
             words = {"prompt": blank if text is None else text, "none": blank}
             if negative is not None:
                 words["none"] = negative
-            text = torch.cat([words[w] for _, w in plan.branches])
+            text = _Words.cat([words[w] for _, w in plan.branches])
         context = torch.cat(
             [context if label else torch.zeros_like(context) for label, _ in plan.branches]
         )
@@ -436,7 +446,7 @@ class SpritePipeline:
             s = float(sigma)
             t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
             t = torch.full((len(model_in),), t, device=self.device)
-            extra = {"text": text} if text is not None else {}
+            extra = text.inputs() if text is not None else {}
             if low is not None:
                 extra["low"] = torch.cat([low] * copies)
             if self_condition:
@@ -569,8 +579,8 @@ class SpritePipeline:
         if rerank > 1 and noise is not None:
             raise ValueError("rerank= draws each candidate's own start noise: it takes no noise=")
         seed = int(torch.randint(0, MAX_SEED + 1, ())) if seed is None else int(seed)
-        text = _candidates(self.encode_prompt(prompt, n), rerank)
-        negative = _candidates(self.encode_prompt(negative_prompt, n), rerank)
+        text = _Words.candidates(self._words(prompt, n), rerank)
+        negative = _Words.candidates(self._words(negative_prompt, n), rerank)
         if unknown := self.unknown_words(prompt or []):
             warnings.warn(
                 f"words not seen in training, read as word pieces: {', '.join(unknown)}",
@@ -997,6 +1007,52 @@ def _branches(call: tuple[Tensor, ...], picture: Callable[[Tensor], np.ndarray])
     arrays = [e.permute(0, 2, 3, 1).float().cpu().numpy() for e in eps]
     noisy = picture(objectives.vp_input(x, sigma))
     return Branches(noisy, *arrays, *(picture(x - sigma * e) for e in eps))
+
+
+class _Words(NamedTuple):
+    """A prompt (one per row) as the network reads it: its pooled embedding (n, text_dim),
+    and for a network with cross-attention its token states (n, L, text_dim) and their mask
+    (n, L) of real tokens (see SpriteCLIP.encode_tokens)."""
+
+    text: Tensor
+    tokens: Tensor | None = None
+    token_mask: Tensor | None = None
+
+    def inputs(self) -> dict[str, Tensor]:
+        """The network's keyword arguments for these words."""
+        if self.tokens is None:
+            return {"text": self.text}
+        return {"text": self.text, "tokens": self.tokens, "token_mask": self.token_mask}
+
+    def blank(self) -> _Words:
+        """No text for as many rows: the zero embedding and no token, as text dropout trains."""
+        if self.tokens is None:
+            return _Words(torch.zeros_like(self.text))
+        n, _, width = self.tokens.shape
+        return _Words(
+            torch.zeros_like(self.text),
+            self.tokens.new_zeros(n, 1, width),
+            self.token_mask.new_zeros(n, 1),
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[_Words]) -> _Words:
+        """The rows of ``parts`` in one batch, token states padded to the longest."""
+        text = torch.cat([p.text for p in parts])
+        if parts[0].tokens is None:
+            return _Words(text)
+        longest = max(p.tokens.shape[1] for p in parts)
+        pad = [longest - p.tokens.shape[1] for p in parts]
+        tokens = torch.cat([F.pad(p.tokens, (0, 0, 0, k)) for p, k in zip(parts, pad, strict=True)])
+        mask = torch.cat([F.pad(p.token_mask, (0, k)) for p, k in zip(parts, pad, strict=True)])
+        return _Words(text, tokens, mask)
+
+    @staticmethod
+    def candidates(words: _Words | None, rerank: int) -> _Words | None:
+        """Each row repeated for each of its sprite's ``rerank`` candidates, side by side."""
+        if words is None:
+            return None
+        return _Words(*(_candidates(part, rerank) for part in words))
 
 
 def _candidates(x: Tensor | None, rerank: int) -> Tensor | None:

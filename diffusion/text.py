@@ -13,10 +13,12 @@ how well a generated sprite matches its prompt (``diffusion.evaluate``). Train o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -106,6 +108,29 @@ def mirror_name(name: str) -> str:
     return " ".join(MIRRORED.get(w, w) for w in name.split())
 
 
+def paraphrases(name: str) -> list[str]:
+    """A name and the ways a prompt may say the same: 'grey wolf' -> ['grey wolf', 'a grey
+    wolf', 'gray wolf']."""
+    article = "an" if name[:1] in "aeiou" else "a"
+    forms = [name, f"{article} {name}"]
+    words = name.split()
+    for a, b in (("grey", "gray"), ("gray", "grey")):
+        if a in words:
+            forms.append(" ".join(b if w == a else w for w in words))
+    return forms
+
+
+def halve_sprites(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 (n, H, W, 3) sprites shrunk to ``side`` by averaging square blocks (a 32x32 tile
+    seen at 16x16, as SpriteCLIP's image tower reads them); H must be a multiple of ``side``."""
+    n, h, w, c = images.shape
+    if h % side or w != h:
+        raise ValueError(f"{h}x{w} sprites cannot be shrunk to {side}x{side} by whole blocks")
+    k = h // side
+    blocks = images.reshape(n, side, k, side, k, c).astype(np.float32)
+    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+
+
 class TextEncoder(nn.Module):
     """Token and position embeddings, a pre-norm transformer, the mean over real tokens."""
 
@@ -120,11 +145,19 @@ class TextEncoder(nn.Module):
         self.norm = nn.LayerNorm(c.width)
         self.proj = nn.Linear(c.width, c.embed_dim, bias=False)
 
-    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+    def hidden(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Every token's state (n, L, width) before the mean; padding's states are zero."""
         h = self.tokens(ids) + self.positions[: ids.shape[1]]
         h = self.norm(self.transformer(h, src_key_padding_mask=~mask))
+        return torch.where(mask[..., None], h, torch.zeros_like(h))
+
+    def pool(self, h: Tensor, mask: Tensor) -> Tensor:
+        """The text's embedding (n, embed_dim): the mean of its tokens' states, projected."""
         m = mask[..., None].to(h.dtype)
         return self.proj((h * m).sum(1) / m.sum(1).clamp(min=1))
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.pool(self.hidden(ids, mask), mask)
 
 
 class ImageEncoder(nn.Module):
@@ -178,6 +211,10 @@ class SpriteCLIP(nn.Module):
             )
         return ids, mask
 
+    def fits(self, text: str) -> bool:
+        """Whether ``text`` is within the ``max_tokens`` word pieces a description may have."""
+        return sum(self.tokenizer.encode(text).attention_mask) <= self.config.max_tokens
+
     def unknown_words(self, text: str) -> list[str]:
         """Words of ``text`` that no training name used; they are read as word pieces."""
         return [w for w in dict.fromkeys(words_of(text)) if w not in self.words]
@@ -188,6 +225,16 @@ class SpriteCLIP(nn.Module):
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         return F.normalize(self.text(*self.tokenize(texts)), dim=-1)
+
+    def encode_tokens(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """``encode_text``'s unit vectors (n, embed_dim) with the token states they pool: (n, L,
+        embed_dim), each projected and divided by its text's pooled norm, so that the mean over
+        a text's real tokens is its unit vector, and the mask (n, L) of real tokens."""
+        ids, mask = self.tokenize(texts)
+        h = self.text.hidden(ids, mask)
+        pooled = self.text.pool(h, mask)
+        norm = pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # as F.normalize
+        return pooled / norm, self.text.proj(h) / norm[:, None], mask
 
     def encode_image(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 (n, H, W, 3) sprites, or a tensor (n, 3, H, W) in [-1, 1]. RGBA sprites
@@ -289,15 +336,37 @@ def train_clip(
     lr: float = 2e-3,
     seed: int = 0,
     log: Callable[[int, float], object] | None = None,
+    paraphrase: bool = False,
 ) -> SpriteCLIP:
     """Fit a SpriteCLIP to (sprite, name) pairs, with flips (and mirrored names) and the
-    second animation frame as augmentation; ``log(epoch, mean loss)`` after every epoch."""
+    second animation frame as augmentation; with ``paraphrase``, each draw of a pair says its
+    name one of the ways of :func:`paraphrases`. ``log(epoch, mean loss)`` after every epoch."""
     torch.manual_seed(seed)
     config = config or ClipConfig(resolution=images.shape[1])
-    tokenizer = train_tokenizer(list(names), config.vocab_size)
-    clip = SpriteCLIP(config, tokenizer, {w for name in names for w in words_of(name)})
-    pairs = [list(names), [mirror_name(name) for name in names]]
-    tokens = [clip.tokenize(texts) for texts in pairs]
+    variants = [paraphrases(name) if paraphrase else [name] for name in names]
+    ways = max(len(v) for v in variants)
+    # texts[way][i]: sprite i's name said the way-th way (its own first form when it has fewer).
+    texts = [[v[k] if k < len(v) else v[0] for v in variants] for k in range(ways)]
+    tokenizer = train_tokenizer([t for way in texts for t in way], config.vocab_size)
+    clip = SpriteCLIP(config, tokenizer, {w for way in texts for t in way for w in words_of(t)})
+    # A prompt longer than max_tokens is refused, so a name that long cannot be learned: its
+    # other ways of saying it fall back to its first form, and a sprite whose first form is
+    # too long is left out.
+    fits = [[clip.fits(t) and clip.fits(mirror_name(t)) for t in way] for way in texts]
+    keep = [i for i in range(len(names)) if fits[0][i]]
+    if len(keep) < len(names):
+        warnings.warn(f"{len(names) - len(keep)} names over {config.max_tokens} word pieces "
+                      "left out of training", stacklevel=2)  # fmt: skip
+    texts = [
+        [way[i] if ok[i] else texts[0][i] for i in keep]
+        for way, ok in zip(texts, fits, strict=True)
+    ]
+    images = images[keep]
+    alt_images = alt_images[keep] if alt_images is not None else None
+    said = [t for way in texts for t in way]
+    # One call pads every text to one length: (flipped?, way, sprite, token).
+    ids, masks = clip.tokenize(said + [mirror_name(t) for t in said])
+    ids, masks = (t.reshape(2, ways, len(keep), -1) for t in (ids, masks))
     x = render.to_tensor(images)
     alt = render.to_tensor(alt_images) if alt_images is not None else x
     opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.1)
@@ -312,9 +381,9 @@ def train_clip(
             use_alt = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None]
             img = torch.where(use_alt, alt[idx], x[idx])
             img = torch.where(flip[:, None, None, None], img.flip(3), img)
-            ids = torch.where(flip[:, None], tokens[1][0][idx], tokens[0][0][idx])
-            mask = torch.where(flip[:, None], tokens[1][1][idx], tokens[0][1][idx])
-            loss = clip_loss(clip(img, ids, mask))
+            way = torch.randint(0, ways, (len(idx),), generator=g) if ways > 1 else 0
+            at = (flip.long(), way, idx)
+            loss = clip_loss(clip(img, ids[at], masks[at]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -325,45 +394,117 @@ def train_clip(
     return clip.eval()
 
 
+def _named_split(source: str, side: int | None = None) -> tuple[Any, Any]:
+    """The evaluator's (training, held-out) split of a dataset with sprite names, its sprites
+    shrunk to ``side`` (see :func:`halve_sprites`) when one is given."""
+    from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
+
+    data = load_dataset(source)
+    if data.names is None:
+        raise SystemExit(f"{source}: no sprite names (meta.json 'names' or 'paths') to learn from")
+    if side is not None and data.resolution != side:
+        if data.resolution % side:
+            raise SystemExit(f"{source}: {data.resolution}px sprites do not shrink to {side}px")
+        alt = data.alt_images
+        data = dataclasses.replace(
+            data,
+            images=halve_sprites(data.images, side),
+            alt_images=None if alt is None else halve_sprites(alt, side),
+            alpha=None,  # SpriteCLIP sees sprites on white, as ``images`` hold them
+            alt_alpha=None,
+        )
+    return data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)
+
+
+def measure(clip: SpriteCLIP, held: Any, train: Any | None = None) -> dict[str, dict]:
+    """:func:`retrieval` on held-out pairs (and on as many training pairs, given ``train``),
+    each with ``unseen_names``: the share of names holding a word the model never saw. Names
+    too long to be a prompt (see :meth:`SpriteCLIP.fits`) are left out and counted in
+    ``too_long``."""
+    pairs = {"held_out": (held.images, held.names)}
+    if train is not None:
+        pairs["training"] = (train.images[: len(held)], train.names[: len(held)])
+    scores = {}
+    for split, (images, names) in pairs.items():
+        keep = [i for i, name in enumerate(names) if clip.fits(name)]
+        images, names = images[keep], [names[i] for i in keep]
+        scores[split] = retrieval(clip, images, names)
+        scores[split]["too_long"] = len(pairs[split][1]) - len(keep)
+        scores[split]["unseen_names"] = float(np.mean([bool(clip.unknown_words(n)) for n in names]))
+    return scores
+
+
 def main(argv: list[str] | None = None) -> None:
     from .card import data_credit, write_clip_card
-    from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
 
     p = argparse.ArgumentParser(prog="python -m diffusion.text", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a dataset with sprite names (meta.json)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the trained SpriteCLIP")
+    p.add_argument("--out", type=Path, help="folder for the trained SpriteCLIP")
+    p.add_argument(
+        "--extra-data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="more named sprites to learn from (repeatable); larger sprites are shrunk to --data's "
+        "side, names come from meta.json 'names' or else its file 'paths'",
+    )
+    p.add_argument(
+        "--paraphrase", action="store_true", help="also say each name the ways paraphrases() does"
+    )
+    p.add_argument(
+        "--measure",
+        type=Path,
+        metavar="CLIP",
+        help="measure this trained SpriteCLIP on the same held-out pairs instead of training one",
+    )
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--vocab", type=int, default=ClipConfig.vocab_size)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    data = load_dataset(args.data)
-    if data.names is None:
-        raise SystemExit(f"{args.data}: no sprite names (meta.json 'names') to learn from")
-    train, held = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)
+    if (args.out is None) == (args.measure is None):
+        p.error("give --out (to train a SpriteCLIP) or --measure (to measure one), not both")
+    train, held = _named_split(args.data)
+    side = train.resolution
+    extra = {Path(source).name: _named_split(source, side) for source in args.extra_data}
+    if args.measure:
+        clip = SpriteCLIP.from_pretrained(args.measure)
+        scores = measure(clip, held, train)
+        scores |= {f"held_out {k}": measure(clip, h)["held_out"] for k, (_, h) in extra.items()}
+        print(json.dumps(scores, indent=2))
+        return
     start = time.time()
-    config = ClipConfig(vocab_size=args.vocab, resolution=data.resolution)
+    config = ClipConfig(vocab_size=args.vocab, resolution=side)
+    parts = [train, *(t for t, _ in extra.values())]
     clip = train_clip(
-        train.images,
-        train.names,
-        alt_images=train.alt_images,
+        np.concatenate([t.images for t in parts]),
+        [name for t in parts for name in t.names],
+        alt_images=np.concatenate(
+            [t.images if t.alt_images is None else t.alt_images for t in parts]
+        ),
         config=config,
         epochs=args.epochs,
         seed=args.seed,
         log=lambda epoch, loss: epoch % 10 or print(f"epoch {epoch}: loss {loss:.3f}", flush=True),
+        paraphrase=args.paraphrase,
     )
     minutes = (time.time() - start) / 60
-    scores = {
-        "held_out": retrieval(clip, held.images, held.names),
-        "training": retrieval(clip, train.images[: len(held)], train.names[: len(held)]),
-    }
+    scores = measure(clip, held, train)
+    scores |= {f"held_out {k}": measure(clip, h)["held_out"] for k, (_, h) in extra.items()}
     print(json.dumps(scores, indent=2))
+    credits = [data_credit(source) for source in [args.data, *args.extra_data]]
     training = {
-        "data": {"source": data.source, "pairs": len(train), "split": "train"},
-        "recipe": {"epochs": args.epochs, "batch_size": 256, "lr": 2e-3, "seed": args.seed},
+        "data": {"source": train.source, "pairs": len(train), "split": "train"},
+        "extra_data": [
+            {"source": t.source, "pairs": len(t), "split": "train"} for t, _ in extra.values()
+        ],
+        "recipe": {
+            "epochs": args.epochs, "batch_size": 256, "lr": 2e-3, "seed": args.seed,
+            "vocab": args.vocab, "paraphrase": args.paraphrase,
+        },
         "train_minutes": round(minutes, 1),
         "parameters": sum(p.numel() for p in clip.parameters()),
-        "credit": data_credit(args.data),
-    }
+        "credit": "\n\n".join(c for c in credits if c) or None,
+    }  # fmt: skip
     clip.save_pretrained(args.out, {"training": training, "retrieval": scores})
     write_clip_card(args.out)
 

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -99,7 +100,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="U-Net levels with self-attention, e.g. '1,2' (8x8 and 4x4 at 16px); '' for none",
     )
-    p.add_argument("--prediction", choices=["eps", "v"], default="eps", help="network target")
+    p.add_argument(
+        "--cross-attention",
+        default="",
+        help="with --text-encoder: U-Net levels whose blocks also attend to the name's token "
+        "states, e.g. '1,2'; '' for the pooled embedding alone",
+    )
+    p.add_argument(
+        "--prediction",
+        choices=objectives.PREDICTIONS,
+        default="eps",
+        help="network target: eps, v, or edm (Karras et al. 2022's preconditioning)",
+    )
+    p.add_argument(
+        "--noise-levels",
+        choices=objectives.NOISE_LEVELS,
+        default="uniform",
+        help="noise levels trained on: uniform in t, or lognormal in sigma (Karras et al. 2022)",
+    )
     p.add_argument(
         "--min-snr",
         type=float,
@@ -216,11 +234,15 @@ class Trainer:
             attention=tuple(int(level) for level in args.attention.split(",") if level.strip()),
             self_condition=args.self_cond > 0,
         )
-        self.clip, self.text = None, None
+        self.clip, self.text, self.tokens = None, None, None
         if args.text_encoder:
             self.clip = SpriteCLIP.from_pretrained(args.text_encoder)
-            config.text_dim = self.clip.config.embed_dim
+            cross = tuple(int(v) for v in args.cross_attention.split(",") if v.strip())
+            config = dataclasses.replace(
+                config, text_dim=self.clip.config.embed_dim, cross_attention=cross
+            )
             self.text = text_table(self.clip, data)
+            self.tokens = token_table(self.clip, data) if cross else None
         self.model = ContextUnet(config)
         # Steps and minutes of the runs this one continues, so the card can give the totals.
         self.prior: dict = {"steps": 0, "minutes": 0.0}
@@ -256,9 +278,11 @@ class Trainer:
 
     # -- one epoch ------------------------------------------------------------------------------
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Sprites (augmented), label weights and name embeddings (or None), each dropped out
-        on its own so that guidance can follow the label, the text or both."""
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+        """Sprites (augmented), label weights and the names as the network's text inputs (a
+        dict of ``text``, and with cross-attention ``tokens`` and ``token_mask``; or None),
+        label and text each dropped out so that guidance can follow the label, the text or
+        both."""
         g, a = self.generator, self.args
         use_alt = torch.rand(len(idx), generator=g) < a.p_alt_frame
         flip = torch.rand(len(idx), generator=g) < (0.5 if a.flip else 0.0)
@@ -277,17 +301,25 @@ class Trainer:
         text = torch.where(flip[:, None], self.text[1][idx], self.text[0][idx])
         if a.cond_dropout is None:
             context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
-            text[torch.rand(len(idx), generator=g) < a.p_uncond_text] = 0
+            dropped = torch.rand(len(idx), generator=g) < a.p_uncond_text
         else:
             # One draw per example picks its branch: neither, text only, label only or both.
             neither, text_only, label_only = a.cond_dropout
             u = torch.rand(len(idx), generator=g)
             context[u < neither + text_only] = 0
-            text[
-                (u < neither)
-                | ((u >= neither + text_only) & (u < neither + text_only + label_only))
-            ] = 0
-        return x, context, text
+            dropped = (u < neither) | (
+                (u >= neither + text_only) & (u < neither + text_only + label_only)
+            )
+        text[dropped] = 0
+        if self.tokens is None:
+            return x, context, {"text": text}
+        (tokens, mask), (mirrored, mirrored_mask) = self.tokens
+        kept = (~dropped & ~flip)[:, None], (~dropped & flip)[:, None]
+        words = {
+            "tokens": tokens[idx] * kept[0][..., None] + mirrored[idx] * kept[1][..., None],
+            "token_mask": (mask[idx] & kept[0]) | (mirrored_mask[idx] & kept[1]),
+        }
+        return x, context, {"text": text, **words}
 
     def train_epoch(self, bar: tqdm) -> float:
         a, g = self.args, self.generator
@@ -296,7 +328,7 @@ class Trainer:
         for start in range(0, len(order), a.batch_size):
             x0, context, text = self.batch(order[start : start + a.batch_size])
             rows = len(x0)
-            t = torch.rand(rows, generator=g) * self.schedule.T
+            t = objectives.training_timesteps(a.noise_levels, self.schedule, rows, g)
             noise = torch.randn(x0.shape, generator=g)
             # sqrt(1 - abar) * noise: the forward process the course gets wrong.
             xt = self.schedule.q_sample(x0, t, noise)
@@ -310,7 +342,7 @@ class Trainer:
             xt, target, weight, context, t, abar, self_cond = (
                 v[mine].to(self.device) for v in (xt, target, weight, context, t, abar, self_cond)
             )
-            text = text[mine].to(self.device) if text is not None else None
+            text = {k: v[mine].to(self.device) for k, v in (text or {}).items()}
             low = low[mine].to(self.device) if low is not None else None
             xt = xt.contiguous(memory_format=self.memory_format)
             for group in self.opt.param_groups:
@@ -321,7 +353,7 @@ class Trainer:
                     if a.self_cond
                     else None
                 )
-                out = self.forward(xt, t, context, x0_prev, text, low).float()
+                out = self.forward(xt, t, context, x0_prev, low=low, **text).float()
                 per_row = (out - target).square().mean(dim=(1, 2, 3))
                 # The batch mean as a sum over this share: DDP averages the processes' gradients,
                 # which gives the mean over the whole batch even when the shares differ in size.
@@ -357,7 +389,7 @@ class Trainer:
     @torch.no_grad()
     def x0_estimate(self, xt, t, context, abar, use, text, low) -> torch.Tensor:
         """Self-conditioning input: the network's own x0 estimate for rows in ``use``, else 0."""
-        out = self.forward(xt, t, context, text=text, low=low).float()
+        out = self.forward(xt, t, context, low=low, **text).float()
         eps = objectives.eps_from_output(self.args.prediction, out, xt, abar)
         x0 = objectives.x0_from_eps(xt, eps, abar).clamp(-1, 1)
         return torch.where(use[:, None, None, None], x0, torch.zeros_like(x0))
@@ -492,6 +524,24 @@ def text_table(clip: SpriteCLIP, data: SpriteDataset) -> tuple[torch.Tensor, tor
         )
 
 
+def token_table(
+    clip: SpriteCLIP, data: SpriteDataset
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The frozen token states and masks (see SpriteCLIP.encode_tokens) of every sprite's name
+    and of its mirrored name, both padded to the longest name."""
+    names = (data.names, [mirror_name(n) for n in data.names])
+    with torch.no_grad():
+        encoded = [clip.encode_tokens(texts)[1:] for texts in names]
+    longest = max(tokens.shape[1] for tokens, _ in encoded)
+    return tuple(
+        (
+            F.pad(tokens, (0, 0, 0, longest - tokens.shape[1])).cpu(),
+            F.pad(mask, (0, longest - mask.shape[1])).cpu(),
+        )
+        for tokens, mask in encoded
+    )
+
+
 def start_distributed() -> tuple[int, int]:
     """(rank, world size): join the process group that torchrun set up, or (0, 1) alone."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -586,7 +636,7 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
     """
     pipe = SpritePipeline.from_pretrained(folder, device="cpu")
     ours, theirs = model.config.to_dict(), pipe.model.config.to_dict()
-    growable = {"text_dim", "in_channels", "low_res"}
+    growable = {"text_dim", "in_channels", "low_res", "cross_attention"}
     differ = sorted(k for k in ours if k not in growable and ours[k] != theirs.get(k))
     other_upscaler = theirs.get("low_res", 0) not in (0, ours["low_res"])
     if differ or other_upscaler or ours["in_channels"] < theirs["in_channels"]:
@@ -598,7 +648,8 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
             grown[tuple(slice(0, n) for n in state[name].shape)] = state[name]
             state[name] = grown
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("text_mlp.") for k in missing):
+    # A text part, and cross-attention grown beside a block, start at zero: the same outputs.
+    if unexpected or any(not k.startswith("text_mlp.") and ".cross." not in k for k in missing):
         raise SystemExit(f"--init {folder}: another network ({missing=}, {unexpected=})")
     training = pipe.config.get("training", {})
     return {
@@ -614,7 +665,7 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
 # Flags a resumed run must repeat: they shape the network, its schedule or the data it learns.
 RESUME_FLAGS = (
     "data", "split", "alpha", "channels", "blocks", "attention", "prediction", "self_cond",
-    "text_encoder", "autoencoder", "upscale", "schedule", "T",
+    "text_encoder", "cross_attention", "autoencoder", "upscale", "schedule", "T",
 )  # fmt: skip
 
 
@@ -662,8 +713,12 @@ def main(argv: list[str] | None = None) -> None:
             data = data.split(EVAL_HOLDOUT, EVAL_SPLIT_SEED)[0]
     except DataError as err:  # one line naming the file, not a traceback
         sys.exit(f"--data: {err}")
+    if args.prediction == "edm" and args.min_snr is not None:
+        sys.exit("--min-snr: EDM preconditioning (--prediction edm) weighs its loss itself")
     if args.alpha and data.alpha is None:
         sys.exit(f"--alpha: {args.data} has no alpha (rgba.npy beside images.npy)")
+    if args.cross_attention and not args.text_encoder:
+        sys.exit("--cross-attention: attends to the names' tokens, so it needs --text-encoder")
     if args.autoencoder:
         _check_autoencoder(args, data)
     if args.upscale and data.resolution % 2:

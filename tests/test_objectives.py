@@ -1,4 +1,5 @@
-"""v-prediction, Min-SNR weighting, attention and self-conditioning: the training levers."""
+"""v-prediction, EDM preconditioning, Min-SNR weighting, noise levels, attention and
+self-conditioning: the training levers."""
 
 from __future__ import annotations
 
@@ -27,6 +28,64 @@ def test_v_target_and_its_inverse():
         objectives.training_target("x0", x0, noise, abar)
 
 
+def _edm_coefficients(abar: torch.Tensor, sd: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Karras et al.'s c_skip and c_out, written as in their Table 1."""
+    sigma = ((1 - abar) / abar).sqrt().view(-1, 1, 1, 1)
+    return sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2).sqrt()
+
+
+def test_edm_target_is_karras_preconditioning_and_inverts():
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    abar = torch.tensor([0.999, 0.7, 0.2, 0.01])
+    sigma = ((1 - abar) / abar).sqrt().view(-1, 1, 1, 1)
+    c_skip, c_out = _edm_coefficients(abar, objectives.SIGMA_DATA)
+    target = objectives.training_target("edm", x0, noise, abar)
+    # F = (x0 - c_skip * x) / c_out for the sigma view x = x0 + sigma * noise.
+    torch.testing.assert_close(target, (x0 - c_skip * (x0 + sigma * noise)) / c_out)
+    xt = abar.sqrt().view(-1, 1, 1, 1) * x0 + (1 - abar).sqrt().view(-1, 1, 1, 1) * noise
+    eps = objectives.eps_from_output("edm", target, xt, abar)
+    torch.testing.assert_close(eps, noise, atol=1e-5, rtol=0)
+    torch.testing.assert_close(objectives.x0_from_eps(xt, eps, abar), x0, atol=1e-4, rtol=0)
+    # Clean input (sigma = 0): the target is finite and the skip path carries the whole image.
+    clean = objectives.training_target("edm", x0[:1], noise[:1], torch.ones(1))
+    torch.testing.assert_close(clean, -noise[:1])
+
+
+def test_edm_with_unit_data_spread_is_v_prediction(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
+    abar = torch.tensor([0.9, 0.5, 0.05])
+    monkeypatch.setattr(objectives, "SIGMA_DATA", 1.0)
+    v = objectives.training_target("v", x0, noise, abar)
+    torch.testing.assert_close(objectives.training_target("edm", x0, noise, abar), -v)
+    monkeypatch.setattr(objectives, "SIGMA_DATA", 0.5)
+    assert not torch.allclose(objectives.training_target("edm", x0, noise, abar), -v)
+
+
+def test_edm_weighs_its_own_loss():
+    snr = torch.tensor([0.25, 1.0, 100.0])
+    torch.testing.assert_close(objectives.loss_weight("edm", snr, None), torch.ones(3))
+    with pytest.raises(ValueError, match="Min-SNR"):
+        objectives.loss_weight("edm", snr, 5.0)
+
+
+def test_noise_levels():
+    schedule = Schedule.linear(T=500)
+    g = torch.Generator().manual_seed(0)
+    uniform = objectives.training_timesteps("uniform", schedule, 20_000, g)
+    assert float(uniform.min()) >= 0 and float(uniform.max()) <= 500
+    assert abs(float(uniform.mean()) - 250) < 5
+    lognormal = objectives.training_timesteps("lognormal", schedule, 20_000, g)
+    log_sigma = schedule.sigma(lognormal).log()
+    # Karras et al.'s P_mean = -1.2, P_std = 1.2 (their tails beyond this schedule are clamped).
+    assert abs(float(log_sigma.median()) + 1.2) < 0.05
+    assert abs(float(log_sigma.std()) - 1.2) < 0.05
+    assert float(lognormal.max()) <= 500 and float(lognormal.min()) > 0
+    with pytest.raises(ValueError, match="noise levels"):
+        objectives.training_timesteps("cosine", schedule, 4, g)
+
+
 def test_vp_input_is_the_variance_preserving_view():
     x0, noise, sigma = torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 2.0), torch.tensor(3.0)
     abar = 1 / (1 + sigma**2)
@@ -47,29 +106,36 @@ def test_min_snr_weights():
     )
 
 
-class VOracle(torch.nn.Module):
-    """The exact mixture model, answering in v instead of eps."""
+class OutputOracle(torch.nn.Module):
+    """The exact mixture model, answering in v or in EDM's F instead of eps."""
 
-    def __init__(self, eps_oracle: MixtureOracle):
+    def __init__(self, eps_oracle: MixtureOracle, prediction: str):
         super().__init__()
         self.eps = eps_oracle
-        self.config = UnetConfig(num_labels=3, resolution=8, prediction="v")
+        self.config = UnetConfig(num_labels=3, resolution=8, prediction=prediction)
 
     def forward(self, x, t, context):
-        abar = self.eps.schedule.alpha_bar(t.double()).view(-1, 1, 1, 1).to(x.dtype)
+        abar = self.eps.schedule.alpha_bar(t.double()).to(x.dtype)
         eps = self.eps(x, t, context)
-        x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
-        return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+        a, s = abar.sqrt().view(-1, 1, 1, 1), (1 - abar).sqrt().view(-1, 1, 1, 1)
+        x0 = (x - s * eps) / a
+        if self.config.prediction == "v":
+            return a * eps - s * x0
+        c_skip, c_out = _edm_coefficients(abar, objectives.SIGMA_DATA)
+        return (x0 - c_skip * x / a) / c_out
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "heun"])
-def test_v_model_samples_like_the_eps_model(sampler):
+@pytest.mark.parametrize(
+    ("prediction", "sampler"),
+    [("v", "ddim"), ("v", "dpmpp_2m"), ("v", "heun"), ("edm", "dpmpp_2m"), ("edm", "heun")],
+)
+def test_v_and_edm_models_sample_like_the_eps_model(prediction, sampler):
     schedule = Schedule.linear(T=500)
     oracle = MixtureOracle(toy_images(), [0.5, 0.3, 0.2], [0, 1, 2], schedule, len(LABELS))
     eps_pipe = SpritePipeline(oracle, schedule, LABELS, device="cpu", resolution=8)
-    v_pipe = SpritePipeline(VOracle(oracle), schedule, LABELS, device="cpu")
+    other = SpritePipeline(OutputOracle(oracle, prediction), schedule, LABELS, device="cpu")
     a = eps_pipe.generate("b", n=4, sampler=sampler, steps=20, guidance=2.0, seed=3)
-    b = v_pipe.generate("b", n=4, sampler=sampler, steps=20, guidance=2.0, seed=3)
+    b = other.generate("b", n=4, sampler=sampler, steps=20, guidance=2.0, seed=3)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 

@@ -12,16 +12,21 @@ import pytest
 import torch
 
 from diffusion import SpritePipeline, train
-from diffusion.data import load_dataset
+from diffusion.data import load_dataset, name_from_path
 from diffusion.pipeline import UnknownWordsWarning
 from diffusion.text import (
     ClipConfig,
     SpriteCLIP,
     clip_loss,
+    halve_sprites,
     mirror_name,
+    paraphrases,
     retrieval,
     train_clip,
     train_tokenizer,
+)
+from diffusion.text import (
+    main as spriteclip_main,
 )
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 200, 60)}
@@ -263,10 +268,10 @@ def test_cond_dropout_trains_each_branch_guidance_uses():
         ),
         images=torch.zeros(n, 1, 2, 2), alt=torch.zeros(n, 1, 2, 2),
         labels=torch.randint(0, 3, (n,)), data=SimpleNamespace(num_labels=3), vae=None,
-        text=(torch.ones(n, 4), torch.ones(n, 4)),
+        text=(torch.ones(n, 4), torch.ones(n, 4)), tokens=None,
     )  # fmt: skip
     _, context, text = Trainer.batch(fake, torch.arange(n))
-    label_kept, text_kept = context.any(1), text.any(1)
+    label_kept, text_kept = context.any(1), text["text"].any(1)
     shares = {
         "neither": (~label_kept & ~text_kept).float().mean().item(),
         "text only": (~label_kept & text_kept).float().mean().item(),
@@ -277,3 +282,87 @@ def test_cond_dropout_trains_each_branch_guidance_uses():
     assert all(abs(shares[k] - expected[k]) < 0.015 for k in expected), shares
     with pytest.raises(argparse.ArgumentTypeError, match="three shares"):
         _cond_dropout("0.5,0.5,0.5")
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("releases/Nov-2015/mon/dragons/dragon_red.png", "red dragon"),
+        ("dngn/wall/stone_dark1.png", "dark stone wall"),
+        ("item/ring/ruby.png", "ruby ring"),
+        ("item/weapon/artefact/urand_elemental.png", "elemental artefact"),
+        ("item/weapon/morningstar3.png", "morningstar"),
+        ("dngn/floor/grey_dirt_b_0.png", "grey dirt floor"),
+        ("player\\base\\draconian_purple_m.png", "purple draconian"),
+        ("mon/unique/x1.png", "unique"),  # nothing left of the file: its folder names it
+    ],
+)
+def test_a_file_path_reads_as_a_prompt_would_say_it(path, name):
+    assert name_from_path(path) == name
+
+
+def test_a_dataset_without_names_is_named_by_its_file_paths(tmp_path):
+    images, _ = toy_pairs(1)
+    paths = [f"item/potion/{c}{i}.png" for i, c in enumerate(["red", "blue", "green"] * 3)]
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", np.eye(3, dtype=np.float32)[[0, 1, 2] * 3])
+    meta = {"label_names": list(SHAPES), "paths": paths}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert load_dataset(str(tmp_path)).names[:3] == ["red potion", "blue potion", "green potion"]
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "paths": paths[:-1]}))
+    assert load_dataset(str(tmp_path)).names is None  # not one path per sprite: no names
+
+
+def test_a_name_too_long_for_a_prompt_is_left_out_of_training():
+    images, names = toy_pairs(1)
+    names[0] = " ".join(["red", "potion"] * 9)  # 18 words: over the 16 pieces a prompt may have
+    with pytest.warns(UserWarning, match="1 names over 16 word pieces left out"):
+        clip = train_clip(images, names, config=ClipConfig(vocab_size=60, width=32, layers=1,
+                          heads=2, embed_dim=16, resolution=8), epochs=1)  # fmt: skip
+    assert not clip.fits(names[0]) and clip.fits(names[1])
+
+
+def test_paraphrases_and_halved_sprites():
+    assert paraphrases("grey wolf") == ["grey wolf", "a grey wolf", "gray wolf"]
+    assert paraphrases("apple") == ["apple", "an apple"]
+    tiles = np.zeros((1, 4, 4, 3), np.uint8)
+    tiles[0, :2, :2] = 200  # one block of four bright pixels, one block half bright
+    tiles[0, 2:, 2:] = [[[100] * 3, [0] * 3], [[100] * 3, [0] * 3]]
+    assert halve_sprites(tiles, 2)[0, :, :, 0].tolist() == [[200, 0], [0, 50]]
+    with pytest.raises(ValueError, match="cannot be shrunk to 3x3"):
+        halve_sprites(tiles, 3)
+
+
+def test_spriteclip_learns_a_second_dataset_and_is_measured_on_both(tmp_path, capsys):
+    """--extra-data: another dataset's sprites (twice the side, named by their paths) join
+    training, shrunk to --data's side; --measure scores a trained SpriteCLIP on both held-out
+    sets, with the share of names holding an unseen word."""
+    images, names = toy_pairs(12)  # 20% held out: more than retrieval's 20 candidates
+    small, big = tmp_path / "small", tmp_path / "big"
+    for folder in (small, big):
+        folder.mkdir()
+        np.save(folder / "labels.npy", np.eye(3, dtype=np.float32)[[SHAPES.index(n.split()[1])
+                                                                     for n in names]])  # fmt: skip
+    np.save(small / "images.npy", images)
+    (small / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "names": names}))
+    np.save(big / "images.npy", images.repeat(2, axis=1).repeat(2, axis=2))
+    # The second set says its colours in other words: "crimson" is unseen by the first.
+    paths = [f"item/{n.split()[1]}/{n.split()[0].replace('red', 'crimson')}.png" for n in names]
+    (big / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "paths": paths}))
+    args = ["--data", str(small), "--epochs", "2", "--vocab", "60"]
+    spriteclip_main([*args, "--out", str(tmp_path / "one")])
+    spriteclip_main(
+        [*args, "--out", str(tmp_path / "both"), "--extra-data", str(big), "--paraphrase"]
+    )
+    capsys.readouterr()
+    unseen = {}
+    for clip in ("one", "both"):
+        spriteclip_main([*args, "--extra-data", str(big), "--measure", str(tmp_path / clip)])
+        scores = json.loads(capsys.readouterr().out)
+        assert set(scores) == {"held_out", "training", "held_out big"}
+        unseen[clip] = scores["held_out big"]["unseen_names"]
+    assert unseen["one"] > 0.2 and unseen["both"] == 0.0
+    saved = json.loads((tmp_path / "both" / "config.json").read_text())["training"]
+    assert saved["recipe"]["paraphrase"] and saved["extra_data"][0]["pairs"] > 0
+    with pytest.raises(SystemExit):
+        spriteclip_main([*args])  # neither --out nor --measure

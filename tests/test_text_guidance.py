@@ -123,7 +123,8 @@ def test_guidance_adds_up_the_branches_as_documented(pipe):
             + g_l * (eps(label, blue) - eps(none, blue))
             + g_t * (eps(label, red) - eps(label, blue))
         )
-        denoise = pipe._denoiser(label, g_l, {}, red, guidance_text=g_t, negative=blue)
+        red_words, blue_words = pipe._words("red potion", 1), pipe._words("blue ring", 1)
+        denoise = pipe._denoiser(label, g_l, {}, red_words, guidance_text=g_t, negative=blue_words)
         torch.testing.assert_close(denoise(x, sigma), expected, rtol=1e-4, atol=1e-5)
 
 

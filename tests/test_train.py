@@ -193,6 +193,21 @@ def test_training_levers_reach_the_shipped_model(data_dir, tmp_path):
     assert all(np.isfinite(losses))
 
 
+def test_edm_preconditioning_trains_a_loadable_model(data_dir, tmp_path):
+    with pytest.raises(SystemExit, match=r"^--min-snr: EDM preconditioning"):
+        train.main(args(data_dir, tmp_path / "no", "--prediction", "edm", "--min-snr", "5"))
+    out = tmp_path / "edm"
+    edm = ["--prediction", "edm", "--noise-levels", "lognormal"]
+    train.main(args(data_dir, out, "--epochs", "2", "--sample-every", "9", *edm))
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["prediction"] == "edm"
+    assert config["training"]["recipe"]["noise_levels"] == "lognormal"
+    pipe = SpritePipeline.from_pretrained(out)
+    images = pipe.generate("x", n=2, steps=3, seed=0)
+    assert images.shape == (2, 8, 8, 3) and images.std() > 0
+    assert all(np.isfinite(float(r["loss"])) for r in log_rows(out))
+
+
 def test_min_snr_changes_the_loss(data_dir, tmp_path):
     losses = {}
     for name, extra in {"plain": [], "min_snr": ["--min-snr", "1"]}.items():
