@@ -26,12 +26,13 @@ from diffusion import SpritePipeline
 from diffusion.device import configure_cpu_threads
 from diffusion.pipeline import FORMAT, WEIGHTS
 from ui import TABS
-from ui.gate import admit_to_queue, middleware, tidy_input_errors
+from ui.gate import admit_to_queue, app_kwargs, tidy_input_errors
 from ui.limits import (
     CONCURRENCY,
     MAX_SESSIONS,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
+    QUEUE_POLL_S,
     QUEUE_SIZE,
 )
 from ui.sessions import SessionExpiry
@@ -123,6 +124,7 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
         model.change(on_model, model, list(every), api_visibility="private")
     # api_open=False: /run, which skips the queue, answers only the page's quick helpers.
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE, api_open=False)
+    demo._queue.sleep_when_free = QUEUE_POLL_S  # no public setting for it in Gradio 6.31
     admit_to_queue(demo, studio.sessions)
     tidy_input_errors(demo)
     demo.studio = studio  # for tests and for the cache sweeper
@@ -180,13 +182,13 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> tuple:
     SessionExpiry(demo).start()
     # Any picture decoded anywhere (Gradio's own components too) stays within the upload bound.
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
-    app_kwargs = {"middleware": middleware(demo), **kwargs.pop("app_kwargs", {})}
+    gate = {**app_kwargs(demo, studio.sessions), **kwargs.pop("app_kwargs", {})}
     return demo.launch(
         css=CSS,
         theme=gr.themes.Soft(),
         max_file_size=MAX_UPLOAD_BYTES,
         state_session_capacity=MAX_SESSIONS,
-        app_kwargs=app_kwargs,
+        app_kwargs=gate,
         **kwargs,
     )
 

@@ -1,7 +1,7 @@
 """Server memory and disk over many requests: does either creep?
 
     python -m benchmarks.soak [--requests 1000] [--clients 4] [--every 100]
-    python -m benchmarks.soak --sessions 2000 [--every 200]
+    python -m benchmarks.soak --sessions 2000 [--every 200] [--addresses 20]
     python -m benchmarks.soak --burst 40
     python -m benchmarks.soak --helpers 400
 
@@ -12,8 +12,11 @@ cache and our run folders every ``--every`` requests, with the cache sweeper run
 production but with short ages so that a sweep happens during the run.
 
 ``--sessions N`` instead sends N one-sprite /generate calls over raw HTTP, each a new session
-(as every API call without a session is), and prints RSS and the sessions Gradio holds: with
-``ui.limits.MAX_SESSIONS`` they stop growing at the cap. ``--burst N`` uploads N files of the
+(as every API call without a session is), from ``--addresses`` client addresses in turn (behind a
+pretended proxy), and prints RSS, the sessions held (at most ``ui.limits.MAX_SESSIONS``), the
+most one address holds (at most ``MAX_SESSIONS_PER_CLIENT``), and whether a visitor who came
+first, from another address, and then stayed idle still has the session it had (Gradio's own
+store would drop it first). ``--burst N`` uploads N files of the
 largest size allowed at once from one address, and prints what reached the disk.
 ``--helpers N`` sends N calls of one of the page's quick helpers through ``/run/predict``, 32
 at a time from one address, then N that the gate refuses outright (no session), and times
@@ -31,6 +34,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,6 +64,7 @@ def main() -> None:
         "--trim", action="store_true", help="also show RSS after glibc's malloc_trim(0) each time"
     )
     p.add_argument("--sessions", type=int, default=0, help="new sessions, one call each")
+    p.add_argument("--addresses", type=int, default=20, help="client addresses --sessions uses")
     p.add_argument("--burst", type=int, default=0, help="largest uploads, all at once")
     p.add_argument("--helpers", type=int, default=0, help="page-helper calls, 32 at a time")
     args = p.parse_args()
@@ -67,6 +72,8 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="soak-cache-"))
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if args.sessions:  # X-Forwarded-For names the caller, as behind a Space's proxy
+        os.environ["SPRITE_STUDIO_PROXY_HOPS"] = "1"
     import app
     from tests.test_app import tiny_pipeline
     from ui.storage import CacheSweeper, OutputStore
@@ -83,7 +90,7 @@ def main() -> None:
     sweeper = CacheSweeper(folders, every_s=5, max_age_s=20, min_age_s=10, protect=store.is_live)
     sweeper.start()
     if args.sessions:
-        sessions(f"http://127.0.0.1:{port}", demo, args.sessions, args.every)
+        sessions(f"http://127.0.0.1:{port}", demo, args.sessions, args.every, args.addresses)
     elif args.burst:
         burst(f"http://127.0.0.1:{port}", folders, args.burst)
     elif args.helpers:
@@ -94,23 +101,41 @@ def main() -> None:
     demo.close()
 
 
-def sessions(url: str, demo, count: int, every: int) -> None:
-    """``count`` calls, each from a new session; RSS and the sessions held every ``every``."""
+def sessions(url: str, demo, count: int, every: int, addresses: int) -> None:
+    """``count`` calls, each from a new session, from ``addresses`` addresses in turn; every
+    ``every``: RSS, the sessions held, the most one address holds, and the first visitor's."""
     import httpx
 
-    from ui.limits import MAX_SESSIONS
+    from ui.gate import page_helpers
+    from ui.limits import MAX_SESSIONS, MAX_SESSIONS_PER_CLIENT
 
     call = {"label": "hero", "sampler": "ddim", "steps": 1, "guidance": 2.0, "seed": 0, "n": 1}
-    print(f"session cap (ui.limits.MAX_SESSIONS): {MAX_SESSIONS}")
-    print(f"{'sessions':>9}{'RSS MB':>9}{'held':>7}{'seconds':>9}")
+    seed = next(i for i in page_helpers(demo) if demo.fns[i].api_name == "random_seed")
+    visit = {"data": [], "fn_index": seed, "session_hash": "visitor"}
+    httpx.post(
+        f"{url}/gradio_api/run/predict", json=visit, headers={"x-forwarded-for": "10.255.0.1"}
+    )
+    store = demo.state_holder
+    visitor = store.session_data["visitor"]
+    print(
+        f"caps: {MAX_SESSIONS} sessions (ui.limits.MAX_SESSIONS), {MAX_SESSIONS_PER_CLIENT} per "
+        f"address (MAX_SESSIONS_PER_CLIENT); {addresses} addresses"
+    )
+    print(f"{'sessions':>9}{'RSS MB':>9}{'held':>7}{'busiest':>9}{'visitor':>9}{'seconds':>9}")
     start = time.time()
     with httpx.Client(base_url=f"{url}/gradio_api", timeout=60) as http:
         for i in range(1, count + 1):
-            event = http.post("/call/v2/generate", json={**call, "seed": i}).json()["event_id"]
-            http.get(f"/call/generate/{event}").raise_for_status()  # until it is done
+            address = {"x-forwarded-for": f"10.1.{i % addresses // 256}.{i % addresses % 256}"}
+            event = http.post("/call/v2/generate", json={**call, "seed": i}, headers=address)
+            http.get(f"/call/generate/{event.json()['event_id']}").raise_for_status()  # until done
             if i % every == 0:
-                held = len(demo.state_holder.session_data)
-                print(f"{i:>9}{rss_mb():>9.0f}{held:>7}{time.time() - start:>9.0f}")
+                held = list(store.session_data)
+                busiest = max(Counter(store.owner(s) for s in held).values())
+                kept = "kept" if store.session_data.get("visitor") is visitor else "lost"
+                print(
+                    f"{i:>9}{rss_mb():>9.0f}{len(held):>7}{busiest:>9}{kept:>9}"
+                    f"{time.time() - start:>9.0f}"
+                )
 
 
 def burst(url: str, folders: list[Path], count: int) -> None:

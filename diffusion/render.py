@@ -344,7 +344,10 @@ def to_sprite(image: Image.Image, resolution: int, alpha: bool = False) -> np.nd
     return np.asarray(ImageOps.fit(rgb, (resolution, resolution), method=method))
 
 
-def checkerboard(image: Image.Image, square: int = 16) -> Image.Image:
+CHECKER_PX = 16  # the side of a checkerboard square, in pixels of the picture shown
+
+
+def checkerboard(image: Image.Image, square: int = CHECKER_PX) -> Image.Image:
     """An RGBA picture over the grey checkerboard that painting programs show for "clear"."""
     if image.mode != "RGBA":
         return image
@@ -525,18 +528,28 @@ def save_gif(
     frame_ms: int = 80,
     hold_ms: int = 1500,
     loop: int = 0,
+    scale: int = 1,
 ) -> str:
-    """Write an animated GIF that shows each frame ``frame_ms`` and holds the last ``hold_ms``.
+    """Write an animated GIF that shows each frame ``frame_ms`` and holds the last ``hold_ms``,
+    each frame enlarged ``scale``x (nearest-neighbour).
 
     A frame of at most 256 colours (a finished sheet with a palette) is stored exactly; a
     noisier one goes through Pillow's fast octree quantiser, which took 14 ms for twenty
-    128 px noise frames where Pillow's default median cut took 570 ms.
+    128 px noise frames where Pillow's default median cut took 570 ms. Frames are quantised
+    before they are enlarged: the same colours, at a scale² smaller cost.
     """
     if not frames:
         raise ValueError("a GIF needs at least one frame")
+    if scale < 1:
+        raise ValueError("scale must be a positive integer")
     durations = [frame_ms] * (len(frames) - 1) + [max(hold_ms, frame_ms)]
     transparent = any(f.mode == "RGBA" for f in frames)
     paletted = [_gif_frame(f, transparent) for f in frames]
+    if scale > 1:
+        paletted = [
+            p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST)
+            for p in paletted
+        ]
     # Pillow takes a list of durations for an animation but only a number for a single frame.
     duration = durations if len(frames) > 1 else durations[0]
     extra = {"transparency": GIF_CLEAR, "disposal": 2} if transparent else {}

@@ -98,7 +98,8 @@ def model_field(name, value):
         (model_field("channels", [8] * 7),
          r"the number of levels \(channels\) must be a whole number from 1 to 6, got 7"),
         (model_field("self_condition", "yes"), "self_condition must be true or false"),
-        (model_field("prediction", "x0"), "prediction must be 'eps' or 'v'"),
+        (model_field("prediction", "x0"),
+         r"prediction must be one of \('eps', 'v', 'edm'\), got 'x0'"),
         (model_field("colour", "red"), r"the model config has unknown fields \['colour'\]"),
         (lambda c: c.__setitem__("model", [8, 16]),
          "the model config must be a JSON object, got list"),
@@ -314,8 +315,9 @@ def test_pictures_sent_ahead_of_an_edit_are_bounded(tmp_path: Path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The app on a free port, behind one (pretended) proxy: X-Forwarded-For names the caller."""
+def served(tmp_path_factory):
+    """(url, demo): the app on a free port, behind one (pretended) proxy: X-Forwarded-For names
+    the caller."""
     import app
     from tests.test_app import free_port
 
@@ -326,8 +328,13 @@ def server(tmp_path_factory):
         app.launch(
             demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
         )
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", demo
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(served) -> str:
+    return served[0]
 
 
 GOOD = {"label": "hero", "sampler": "ddim", "steps": 2, "guidance": 2.0, "seed": 0, "n": 1}
@@ -463,6 +470,103 @@ def test_refusals_reach_raw_http_as_errors_in_a_short_clean_line(server: str, ca
     assert len(message) < 400 and "\x1b" not in message and "\u202e" not in message
     lines = [r for r in caplog.records if "not in the list of choices" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None and len(lines[0].getMessage()) < 400
+
+
+SNEAKY = "\x1b[2J\u202e" + "z" * 5000  # an escape code, a right-to-left override, and more
+
+
+def helper_call(server: str, name: str, data: list) -> dict:
+    return {"data": data, "fn_index": helper_index(server, name), "session_hash": "garbage"}
+
+
+def editor_id(demo) -> int:
+    return next(i for i, b in demo.blocks.items() if type(b).__name__ == "ImageEditor")
+
+
+MALFORMED = {  # what: (route, how to send it, the status, words of the refusal)
+    "an unknown keyword": (
+        "/call/v2/generate", {"json": {**GOOD, "bogus": 1}}, 422,
+        "/generate takes no argument 'bogus'; its arguments: label, sampler,",
+    ),
+    "a keyword of escape codes": (
+        "/call/v2/generate", {"json": {SNEAKY: 1}}, 422, "/generate takes no argument '",
+    ),
+    "a required keyword left out": (
+        "/call/v2/edit", {"json": {"label": "hero"}}, 422, "/edit needs the argument 'editor'",
+    ),
+    "keywords in a list": (
+        "/call/v2/generate", {"json": [1, 2]}, 422, "body: Input should be a valid dictionary",
+    ),
+    "no JSON": (
+        "/call/v2/generate",
+        {"content": b"{oops", "headers": {"content-type": "application/json"}},
+        422, "the body is not valid JSON",
+    ),
+    "data that is no list": (
+        "/call/generate", {"json": {"data": SNEAKY}}, 422, "data: Input should be a valid list",
+    ),
+    "an event index that is not there": (
+        "/queue/join", {"json": {"data": [], "session_hash": "s", "fn_index": 10**6}}, 400,
+        "No event with index 1000000 here.",
+    ),
+    "a helper given garbage": (
+        "/run/predict", lambda url, _: {"json": helper_call(url, "describe_sampler", [{"x": 1}])},
+        400, "Value \"{'x': 1}\" is not in the list of choices: ['ddpm',",
+    ),
+    "a helper given too few values": (
+        "/run/predict", lambda url, _: {"json": helper_call(url, "describe_sampler", [])}, 400,
+        "didn't receive enough input values (needed: 1, got: 0)",
+    ),
+    "a helper given a huge string": (
+        "/run/predict", lambda url, _: {"json": helper_call(url, "describe_sampler", [SNEAKY])},
+        400, "characters) is not in the list of choices: [",
+    ),
+    "a helper's data that is no list": (
+        "/run/predict", lambda url, _: {"json": {**helper_call(url, "random_seed", []), "data": 1}},
+        422, "data: Input should be a valid list (got 1)",
+    ),
+    "a component call without its fields": (
+        "/component_server", {"files": {"x": ("a.png", b"123")}, "data": {"session_hash": "s"}},
+        400, "The page never sends this component call (KeyError: 'component_id').",
+    ),
+    "a component that is not there": (
+        "/component_server",
+        {"json": {"session_hash": "s", "component_id": 10**6, "fn_name": "x", "data": 1}},
+        400, "The page never sends this component call (KeyError: 1000000).",
+    ),
+    "a picture layer of garbage": (
+        "/component_server",
+        lambda _, demo: {"json": {"session_hash": "s", "component_id": editor_id(demo),
+                                    "fn_name": "accept_blobs", "data": {"x": 1}}},
+        400, "The page never sends this component call (AttributeError:",
+    ),
+    "a picture layer that is no picture": (
+        "/component_server",
+        lambda _, demo: {"files": {"x": ("a.png", b"not a picture")},
+                         "data": {"session_hash": "s", "component_id": str(editor_id(demo)),
+                                  "fn_name": "accept_blobs", "data": "x"}},
+        400, "That file is not an image we can read.",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("what", list(MALFORMED))
+def test_a_malformed_call_is_one_short_clean_refusal_and_one_log_line(
+    served, caplog, capfd, what: str
+):
+    route, how, status, words = MALFORMED[what]
+    kwargs = how(*served) if callable(how) else how
+    with caplog.at_level(logging.INFO):
+        answer = httpx.post(f"{served[0]}/gradio_api{route}", timeout=30, **kwargs)
+        time.sleep(0.1)  # the server's log line is written on its own thread
+    assert answer.status_code == status, answer.text
+    message = answer.json().get("error") or answer.json()["detail"]
+    assert words in message and len(message) < 500
+    assert "\x1b" not in message and "\u202e" not in message
+    refusals = [r for r in caplog.records if words.split("(")[0][:30] in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+    assert all(r.exc_info is None and r.levelno < logging.ERROR for r in caplog.records)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -630,6 +734,68 @@ def test_idle_sessions_are_forgotten(tmp_path: Path):
     holder.time_last_used["old"] -= datetime.timedelta(seconds=limits.SESSION_TTL_S + 1)
     assert sessions_module.expire_sessions(holder) == 1
     assert "old" not in holder and "recent" in holder
+
+
+def test_a_flood_of_new_sessions_costs_other_visitors_nothing():
+    """A full store of one-session visitors: the flood's first session takes the longest unseen
+    visitor's place (as any newcomer's would), every later one its own older one's."""
+    import app
+
+    store = sessions_module.SessionStore(sessions_module.Sessions(), per_client=100)
+    store.blocks = app.build_demo({"tiny": tiny_pipeline()})  # what each session copies
+    store.capacity = 4
+    for i in range(4):
+        with sessions_module.calling_from(f"10.0.0.{i}"):
+            store[f"visitor{i}"]
+    for i in range(10):
+        with sessions_module.calling_from("10.6.6.6"):
+            store[f"flood{i}"]
+    assert list(store.session_data) == ["visitor1", "visitor2", "visitor3", "flood9"]
+    assert store.owner("flood9") == "10.6.6.6" and store.owner("visitor2") == "10.0.0.2"
+    store.per_client, store.capacity = 2, 100
+    store.sessions.note_client("queued", "10.6.6.6")  # made later, as the queue runs it
+    store["queued"]
+    store["flood10"]  # made outside a request and never queued: no one's
+    assert store.owner("queued") == "10.6.6.6" and store.owner("flood10") == "unknown"
+    with sessions_module.calling_from("10.6.6.6"):
+        store["flood11"]  # the address's third: its longest unseen goes
+    assert "flood9" not in store and {"queued", "flood11", "visitor1"} <= set(store.session_data)
+
+
+def test_a_flood_of_new_sessions_leaves_another_visitor_served(served, monkeypatch):
+    server, demo = served
+    store = demo.state_holder
+    assert isinstance(store, sessions_module.SessionStore)
+    seed = {"data": [], "fn_index": helper_index(server, "random_seed")}
+    assert run_helper(server, {**seed, "session_hash": "visitor"}, "10.3.3.1").status_code == 200
+    visitor = store.session_data["visitor"]
+    flooder = "10.3.3.2"
+
+    def flood(count: int, tag: str) -> None:
+        for i in range(count):  # each a new session: the page's helper, and raw /call
+            run_helper(server, {**seed, "session_hash": f"{tag}{i}"}, flooder)
+        for _ in range(2):
+            assert outcome(server, "generate", call(server, "generate", GOOD, flooder))[0] == (
+                "complete"
+            )
+
+    def held() -> int:
+        return sum(store.owner(s) == flooder for s in list(store.session_data))
+
+    monkeypatch.setattr(store, "per_client", 4)
+    flood(12, "a")
+    assert held() == 4 and "a0" not in store and "a11" in store  # the flood's own went
+    monkeypatch.setattr(store, "per_client", 1000)
+    monkeypatch.setattr(store, "capacity", len(store.session_data) + 3)
+    flood(20, "b")
+    assert len(store.session_data) <= store.capacity and "b0" not in store
+    assert store.session_data.get("visitor") is visitor  # never dropped and made anew
+    from gradio_client import Client
+
+    client = Client(server + "/", verbose=False, headers={"x-forwarded-for": "10.3.3.1"})
+    client.session_hash = "visitor"  # the visitor's page, come back for another run
+    assert client.predict(**GOOD, api_name="/generate")[1].startswith("done: 1 × hero")
+    assert store.session_data.get("visitor") is visitor
 
 
 def test_an_upload_burst_from_one_address_is_cut_off(server: str):

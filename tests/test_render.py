@@ -2,7 +2,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from diffusion import render
 
@@ -129,6 +129,31 @@ def test_gif_keeps_few_colour_frames_exact_and_noise_close(tmp_path):
     np.testing.assert_array_equal(stack[1], sheet)
     # 256 colours for uniform noise: the best possible is about 10 levels off per channel.
     assert np.abs(stack[0].astype(int) - noise).mean() < 16
+
+
+def gif_stack(path) -> np.ndarray:
+    """Every frame of a GIF as Pillow composes it, RGBA: (frames, H, W, 4)."""
+    with Image.open(path) as gif:
+        return np.stack([np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(gif)])
+
+
+def test_a_gif_enlarged_after_quantising_is_the_gif_of_enlarged_frames(tmp_path):
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (3, 4, 6, 6, 4), dtype=np.uint8)  # 3 frames of 4 RGBA sprites
+    noise[..., 3] = np.where(noise[..., 3] < 128, 0, 255)  # hard alpha, as sprites have
+    paletted = noise.copy()
+    paletted[..., :3] = rng.integers(0, 256, (5, 3), dtype=np.uint8)[
+        rng.integers(0, 5, (3, 4, 6, 6))
+    ]
+    for frames in (noise, paletted, noise[..., :3]):
+        small = render.save_gif([render.grid(f, 1) for f in frames], tmp_path / "s.gif", scale=5)
+        large = render.save_gif([render.grid(f, 5) for f in frames], tmp_path / "l.gif")
+        stack = gif_stack(small)
+        assert stack.shape == (3, 13 * 5, 13 * 5, 4)  # 2x2 sprites of 6, 1 px apart, 5x
+        np.testing.assert_array_equal(stack, gif_stack(large))
+        assert (stack[..., 3] == 0).any() == (frames.shape[-1] == 4)
+    with pytest.raises(ValueError, match="scale"):
+        render.save_gif([render.grid(noise[0], 1)], tmp_path / "x.gif", scale=0)
 
 
 def test_palette_stages_parse_from_text_and_name_back():

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig
+from ui import run as uirun
 from ui.edit import EditTab
 from ui.errors import InputError
 from ui.generate import GenerateTab
@@ -55,6 +56,22 @@ def test_downloads_are_transparent_and_the_page_shows_a_checkerboard(studio):
         shown = np.asarray(page.convert("RGB"))
     clear = np.asarray(Image.open(out["sheet"]))[..., 3] == 0
     assert {tuple(c) for c in np.unique(shown[clear], axis=0)} <= {(0xEE,) * 3, (0xC8,) * 3}
+
+
+def test_previews_are_the_page_picture_at_one_pixel_a_sprite_pixel(studio, monkeypatch):
+    monkeypatch.setattr(uirun, "PREVIEW_INTERVAL_S", 0.0)  # a preview every step
+    args = {"label": "hero", "sampler": "ddim", "steps": 3, "guidance": 2.0, "seed": 0, "n": 4}
+    updates = list(GenerateTab(studio).generate(**args))
+    previews = [u["live"] for u in updates[1:-1]]
+    assert len(previews) == 2 and all(p.size == (33, 33) for p in previews)  # 2x2 of 16, 1 apart
+    sprites = updates[-1]["sprites"]
+    assert (sprites[..., 3] == 0).any()
+    # Enlarged as the browser draws it (pixelated), a preview is the page's sheet exactly,
+    # checkerboard squares included.
+    small, page = uirun.preview(sprites), np.asarray(uirun.on_page(sprites))
+    enlarged = small.resize((page.shape[1], page.shape[0]), Image.Resampling.NEAREST)
+    np.testing.assert_array_equal(np.asarray(enlarged), page)
+    assert len(np.unique(page.reshape(-1, 3), axis=0)) > 2  # sprites drawn, not a bare board
 
 
 def test_a_background_colour_gives_rgb_sprites_on_it(studio):

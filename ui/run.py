@@ -599,6 +599,15 @@ def on_page(images: np.ndarray) -> Image.Image:
     return render.checkerboard(sheet(images))
 
 
+def preview(images: np.ndarray) -> Image.Image:
+    """A streamed frame: :func:`on_page`'s picture at one pixel per sprite pixel, which the
+    browser enlarges as crisply (the ``pixel`` CSS class), for a scale² smaller cost to draw,
+    encode and send each frame."""
+    scale = enlargement(images.shape[-2])
+    square = max(1, render.CHECKER_PX // scale)
+    return render.checkerboard(render.grid(images, 1), square)
+
+
 def game_files(
     folder: Path, sprites: np.ndarray, frames: Sequence[np.ndarray], scale: int, name: str,
     frame_ms: int,
@@ -717,7 +726,7 @@ def run_on_page(
                 shown = now
                 status = progress_text(frame.step, frame.total, now - start, frame.t)
                 yield {
-                    "live": on_page(pixels),
+                    "live": preview(pixels),
                     "status": status,
                     **cleared,
                     **latent_update(frame.latent, latent_view),
@@ -742,10 +751,11 @@ def run_on_page(
         status = f"done: {req.describe()}{score} - {rate}, {elapsed:.2f} s in all"
     with studio.store.run() as folder:
         gif_path = render.save_gif(
-            [sheet(pixels) for pixels in kept],
+            [render.grid(pixels, 1) for pixels in kept],
             folder / "denoising.gif",
             frame_ms=frame_ms,
             hold_ms=GIF_HOLD_MS,
+            scale=enlargement(final.shape[-2]),
         )
         png_path = render.save_png(sheet(final), folder / "sprites.png")
         page = (

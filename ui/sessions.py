@@ -1,5 +1,5 @@
 """Browser sessions and client addresses: when Stop was pressed, the runs each has in flight,
-and how long Gradio keeps a session."""
+and how many sessions Gradio keeps, for how long, and whose go first."""
 
 from __future__ import annotations
 
@@ -8,14 +8,27 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import gradio as gr
+from gradio.state_holder import StateHolder
 
 from .errors import InputError
-from .limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_SESSION, PROXY_HOPS, SESSION_TTL_S
+from .limits import (
+    MAX_JOBS_PER_CLIENT,
+    MAX_JOBS_PER_SESSION,
+    MAX_SESSIONS_PER_CLIENT,
+    PROXY_HOPS,
+    SESSION_TTL_S,
+)
+
+UNKNOWN = "unknown"  # the owner of a session made outside any request we could place
+# The client address of the request being served: Gradio makes a session on its first look at
+# it, deep in its own routes, where no request is passed along.
+_caller: ContextVar[str | None] = ContextVar("sprite_studio_caller", default=None)
 
 
 class Sessions:
@@ -155,9 +168,97 @@ def client_address(host: str | None, headers: Mapping[str, str] | None) -> str:
     return host or "unknown"
 
 
+@contextmanager
+def calling_from(address: str) -> Iterator[None]:
+    """Sessions Gradio makes within this block belong to ``address`` (see :class:`SessionStore`)."""
+    token = _caller.set(address)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
+
+
+class SessionStore(StateHolder):
+    """Gradio's store of sessions (``demo.state_holder``), fair between client addresses.
+
+    Gradio's own store, once full, drops the least recently used session, whoever it belongs
+    to: anyone who opens new sessions (every raw API call opens one) pushes every visitor out.
+    Here each session belongs to the client address that made it (noted when it queued, or the
+    address of the request during which it was made). An address holds at most ``per_client``
+    sessions: beyond, its own longest unseen one goes. When the store is full, the longest
+    unseen session of the address holding the most goes, the newcomer's own on a tie. So a flood
+    from one address replaces its own sessions: it costs other visitors at most what one new
+    visitor would. New sessions are not refused: a refusal would fail every honest API call
+    made after the cap, since each of those opens a session of its own.
+    """
+
+    def __init__(self, sessions: Sessions, per_client: int = MAX_SESSIONS_PER_CLIENT) -> None:
+        super().__init__()
+        self.sessions, self.per_client = sessions, per_client
+        self._owners: dict[str, str] = {}
+
+    def owner(self, session: str) -> str | None:
+        """The client address ``session`` belongs to, while it is held."""
+        with self.lock:
+            return self._owners.get(session) if session in self.session_data else None
+
+    def update(self, session_id: str) -> None:
+        """Gradio's hook after each look at a session: mark it used, and on its first look
+        give it an owner and make room for it."""
+        with self.lock:
+            if session_id not in self.session_data:
+                return
+            self.session_data.move_to_end(session_id)
+            if session_id not in self._owners:
+                self._make_room(session_id)
+
+    def _make_room(self, new: str) -> None:
+        self._owners = {s: a for s, a in self._owners.items() if s in self.session_data}
+        address = self.sessions.client(new) or _caller.get() or UNKNOWN
+        self._owners[new] = address
+        held = Counter(self._owners.get(s, UNKNOWN) for s in self.session_data)
+        if held[address] > self.per_client:
+            losers = {address}
+        elif len(self.session_data) > self.capacity:
+            most = max(held.values())
+            mine = held[address] == most and held[address] > 1
+            losers = {address} if mine else {a for a, n in held.items() if n == most}
+        else:
+            return
+        # session_data runs from the longest unseen to the latest used.
+        victim = next(
+            s for s in self.session_data if s != new and self._owners.get(s, UNKNOWN) in losers
+        )
+        del self.session_data[victim]
+        self.time_last_used.pop(victim, None)
+        self._owners.pop(victim, None)
+
+    def replace(self, app: Any) -> None:
+        """Take the place of Gradio's store in the server ``app``, keeping what it holds."""
+        with app.state_holder.lock:
+            self.session_data.update(app.state_holder.session_data)
+            self.time_last_used.update(app.state_holder.time_last_used)
+        app.state_holder = self
+        self.set_blocks(app.get_blocks())
+
+
+def store_sessions_fairly(
+    sessions: Sessions,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for ``demo.launch(app_kwargs={"lifespan": ...})``: a :class:`SessionStore`
+    takes the place of Gradio's store as the server starts, before any request."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        SessionStore(sessions).replace(app)
+        yield
+
+    return lifespan
+
+
 def expire_sessions(holder: Any, ttl_s: float = SESSION_TTL_S) -> int:
     """Forget Gradio's copy of every session (``demo.state_holder``) unseen for ``ttl_s``;
-    returns how many. Gradio forgets a session only when MAX_SESSIONS newer ones push it out."""
+    returns how many. Gradio forgets a session only when the store is full."""
     cutoff = datetime.datetime.now() - datetime.timedelta(seconds=ttl_s)
     with holder.lock:
         idle = [s for s, used in holder.time_last_used.items() if used < cutoff]

@@ -7,6 +7,7 @@ No diffusion maths here (that is the ``diffusion`` package) and no layout (each 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import secrets
 
@@ -22,6 +23,8 @@ from .errors import InputError, article, shorten
 from .limits import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from .sessions import Sessions, busy, session_of
 from .storage import OutputStore
+
+log = logging.getLogger("sprite_studio")
 
 
 def random_seed() -> int:
@@ -186,4 +189,6 @@ class Studio:
     def click(self, request: gr.Request) -> None:
         """A run was asked for: note it (for Stop), or refuse a session with too many going."""
         if not self.sessions.click(session_of(request)):
-            raise busy()
+            refusal = busy()
+            log.info("refused click: %s", refusal.message)
+            raise refusal
