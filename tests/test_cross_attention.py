@@ -251,15 +251,10 @@ def test_training_drops_the_tokens_with_the_text_and_mirrors_them():
 def test_cross_attention_trains_from_the_command_line(tmp_path):
     import json
 
-    from tests.test_text import SHAPES, toy_pairs
+    from tests.test_text import save_toy_dataset, toy_pairs
 
-    images, names = toy_pairs(2)
     folder = tmp_path / "data"
-    folder.mkdir()
-    labels = np.array([SHAPES.index(name.split()[1]) for name in names])
-    np.save(folder / "images.npy", images)
-    np.save(folder / "labels.npy", np.eye(3, dtype=np.float32)[labels])
-    (folder / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "names": names}))
+    save_toy_dataset(folder, *toy_pairs(2))
     tiny_clip().save_pretrained(tmp_path / "clip")
     common = ["--data", str(folder), "--channels", "8,16", "--batch-size", "6", "--lr", "1e-2",
               "--warmup-steps", "1", "--epochs", "1", "--sample-every", "99"]  # fmt: skip

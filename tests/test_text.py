@@ -53,6 +53,17 @@ def toy_pairs(repeats: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     return np.stack(images), names
 
 
+def save_toy_dataset(folder, images: np.ndarray, names: list[str], **meta) -> None:
+    """``images`` of :func:`toy_pairs` as a dataset folder, labelled by shape; ``meta`` is
+    meta.json's (sprite "names" by default)."""
+    folder.mkdir()
+    labels = np.array([SHAPES.index(name.split()[1]) for name in names])
+    np.save(folder / "images.npy", images)
+    np.save(folder / "labels.npy", np.eye(3, dtype=np.float32)[labels])
+    meta = meta or {"names": names}
+    (folder / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), **meta}))
+
+
 @pytest.fixture(scope="module")
 def toy_clip() -> tuple[SpriteCLIP, list[float]]:
     images, names = toy_pairs()
@@ -114,11 +125,7 @@ def text_pipe(toy_clip, tmp_path_factory) -> SpritePipeline:
     root = tmp_path_factory.mktemp("text")
     images, names = toy_pairs()
     folder = root / "data"
-    folder.mkdir()
-    labels = np.array([SHAPES.index(n.split()[1]) for n in names])
-    np.save(folder / "images.npy", images)
-    np.save(folder / "labels.npy", np.eye(3, dtype=np.float32)[labels])
-    (folder / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "names": names}))
+    save_toy_dataset(folder, images, names)
     clip.save_pretrained(root / "clip")
     common = ["--data", str(folder), "--channels", "8,16", "--batch-size", "12",
               "--warmup-steps", "2", "--epochs", "2", "--sample-every", "99"]  # fmt: skip
@@ -339,16 +346,10 @@ def test_spriteclip_learns_a_second_dataset_and_is_measured_on_both(tmp_path, ca
     sets, with the share of names holding an unseen word."""
     images, names = toy_pairs(12)  # 20% held out: more than retrieval's 20 candidates
     small, big = tmp_path / "small", tmp_path / "big"
-    for folder in (small, big):
-        folder.mkdir()
-        np.save(folder / "labels.npy", np.eye(3, dtype=np.float32)[[SHAPES.index(n.split()[1])
-                                                                     for n in names]])  # fmt: skip
-    np.save(small / "images.npy", images)
-    (small / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "names": names}))
-    np.save(big / "images.npy", images.repeat(2, axis=1).repeat(2, axis=2))
+    save_toy_dataset(small, images, names)
     # The second set says its colours in other words: "crimson" is unseen by the first.
     paths = [f"item/{n.split()[1]}/{n.split()[0].replace('red', 'crimson')}.png" for n in names]
-    (big / "meta.json").write_text(json.dumps({"label_names": list(SHAPES), "paths": paths}))
+    save_toy_dataset(big, images.repeat(2, axis=1).repeat(2, axis=2), names, paths=paths)
     args = ["--data", str(small), "--epochs", "2", "--vocab", "60"]
     spriteclip_main([*args, "--out", str(tmp_path / "one")])
     spriteclip_main(
