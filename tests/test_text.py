@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -367,3 +369,16 @@ def test_spriteclip_learns_a_second_dataset_and_is_measured_on_both(tmp_path, ca
     assert saved["recipe"]["paraphrase"] and saved["extra_data"][0]["pairs"] > 0
     with pytest.raises(SystemExit):
         spriteclip_main([*args])  # neither --out nor --measure
+
+
+def test_the_command_imports_diffusion_text_once():
+    """``python -m diffusion.text`` runs the package's ``__main__``: were the command the
+    module itself, runpy would run a second copy of it beside the one ``diffusion`` imports
+    (and warn)."""
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "diffusion.text", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: python -m diffusion.text")

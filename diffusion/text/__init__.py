@@ -31,9 +31,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from . import render
-from .files import atomic_write, read_config
-from .model import check_whole
+from .. import render
+from ..files import atomic_write, read_config
+from ..model import check_whole
 
 FORMAT = "spriteclip/1"
 PAD, UNK = "[PAD]", "[UNK]"
@@ -397,7 +397,7 @@ def train_clip(
 def _named_split(source: str, side: int | None = None) -> tuple[Any, Any]:
     """The evaluator's (training, held-out) split of a dataset with sprite names, its sprites
     shrunk to ``side`` (see :func:`halve_sprites`) when one is given."""
-    from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
+    from ..data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
 
     data = load_dataset(source)
     if data.names is None:
@@ -435,7 +435,7 @@ def measure(clip: SpriteCLIP, held: Any, train: Any | None = None) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .card import data_credit, write_clip_card
+    from ..card import data_credit, write_clip_card
 
     p = argparse.ArgumentParser(prog="python -m diffusion.text", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a dataset with sprite names (meta.json)")
@@ -507,7 +507,3 @@ def main(argv: list[str] | None = None) -> None:
     }  # fmt: skip
     clip.save_pretrained(args.out, {"training": training, "retrieval": scores})
     write_clip_card(args.out)
-
-
-if __name__ == "__main__":
-    main()
