@@ -111,6 +111,13 @@ def _metrics_section(m: dict, name: str) -> str:
                 f"{stray['generated']:.4f} / {stray['real_heldout']:.4f}."
             )
             break
+    for v_name, v in variants.items():
+        if memorised := v["near_copy_rate"].get("memorised"):
+            lines.append(
+                f"\n**Memorising** (palette {v_name}): near copies of training sprites above the "
+                f"held-out sprites' own rate beyond noise in {', '.join(memorised)}; the figures "
+                "above are flattered by those copies."
+            )
     seed_text = (
         f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
     )

@@ -12,7 +12,7 @@ def test_card_carries_metrics_command_and_credit(tiny_pipe, tmp_path):
         "guidance": 2.5, "seed": 0,
         "label_accuracy": {"generated": 0.95, "real_heldout": 0.87, "ratio": 1.092},
         "frechet_distance": {"generated": 1.5, "real_floor": 0.75, "ratio": 2.0},
-        "near_copy_rate": {"generated": 0.01, "real_heldout": 0.05},
+        "near_copy_rate": {"generated": 0.2, "real_heldout": 0.05, "memorised": ["food"]},
     }  # fmt: skip
     (folder / "eval.json").write_text(json.dumps(metrics))
     card = write_model_card(folder).read_text()
@@ -22,6 +22,7 @@ def test_card_carries_metrics_command_and_credit(tiny_pipe, tmp_path):
     assert f"python -m diffusion.evaluate {folder} --data data/toy --n 100" in card
     assert "Art by Someone" in card and "trained 7 epochs" in card
     assert "held-out split included" in card  # no split in the recipe: all of the data
+    assert "**Memorising** (palette raw): near copies" in card and "beyond noise in food;" in card
 
 
 def test_card_shows_crispness_for_each_palette_stage(tiny_pipe, tmp_path):
@@ -51,6 +52,7 @@ def test_card_shows_crispness_for_each_palette_stage(tiny_pipe, tmp_path):
     assert "| flat neighbour pairs | 0.600 (held-out) | 0.450 (0.75x) | 0.600 (1.00x) |" in card
     assert "mean of seeds 0, 1, 2" in card and "--seeds 0,1,2 --palette raw,data" in card
     assert "training split only" in card
+    assert "Memorising" not in card
 
 
 def test_data_credit_is_the_readmes_licence_section(tmp_path):

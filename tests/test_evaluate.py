@@ -292,6 +292,29 @@ def test_evaluate_counts_copies_of_training_sprites(tmp_path: Path) -> None:
     assert report["frechet_distance"]["ratio"] < 3
 
 
+def test_evaluate_names_the_label_a_model_memorises(tmp_path: Path) -> None:
+    # Sprites of random pixels: no held-out sprite is a near copy of a training one, so any
+    # copy a model makes is beyond what real sprites allow.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
+    data = SpriteDataset(images, np.repeat(np.arange(3), 20), list(LABELS), "noise")
+    train, _ = data.split(holdout=0.2, seed=0)
+
+    class CopiesGreen:
+        labels, resolution = LABELS, 8
+
+        def generate(self, context: str, n: int, seed: int = 0, **_: object) -> np.ndarray:
+            if context == "green":
+                return train.images[train.labels == 2][np.arange(n) % 16]
+            noise = np.random.default_rng([seed, len(context)])
+            return noise.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+
+    report = evaluate(CopiesGreen(), data, n_per_label=10, seed=[0, 1], cache_dir=tmp_path)
+    copies = report["near_copy_rate"]
+    assert copies["real_heldout"] == 0 and copies["memorised"] == ["green"]
+    assert "MEMORISING" in format_report(report) and "green" in format_report(report)
+
+
 def test_uncertain_figures_rank_copies_above_noise(tmp_path: Path) -> None:
     data = synthetic_sprites()
     train, _ = data.split(holdout=0.2, seed=0)

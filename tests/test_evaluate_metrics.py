@@ -11,6 +11,7 @@ from diffusion.evaluate import compare, kernel_inception_distance, pixel_pattern
 from diffusion.evaluate.metrics import (
     _MIRRORED_MAPS,
     PATTERN_DIM,
+    copies_beyond_real,
     mmd2_unbiased,
     normal_interval,
     opaque_share,
@@ -19,6 +20,7 @@ from diffusion.evaluate.metrics import (
     stray_opaque_share,
     structure_maps,
     two_sample_test,
+    wilson_interval,
 )
 
 # --- KID -------------------------------------------------------------------------------------
@@ -210,11 +212,12 @@ def test_c2st_is_deterministic_and_leaves_torch_random_state() -> None:
 # --- compare() -------------------------------------------------------------------------------
 
 
-def report(value: float, se: float, n: int = 64) -> dict:
+def report(value: float, se: float, n: int = 64, memorised: list[str] = ()) -> dict:
     return {
         "data": "d",
         "n_per_label": n,
         "kid_patterns": {"generated": value, "se": {"generated": se}},
+        "near_copy_rate": {"memorised": list(memorised)},
     }
 
 
@@ -232,6 +235,33 @@ def test_compare() -> None:
         compare(report(1.0, 0.1), report(1.2, 0.1, n=32), "kid_patterns")
     with pytest.raises(ValueError, match="uncertainty"):
         compare(report(1.0, 0.1), report(1.2, 0.1), "label_accuracy")
+
+
+def test_compare_refuses_a_winner_that_memorises() -> None:
+    copier = report(1.0, 0.1, memorised=["food"])
+    result = compare(copier, report(1.5, 0.1), "kid_patterns")
+    assert result["better"] is None and result["memorised"] == {"a": ["food"], "b": []}
+    assert compare(report(1.5, 0.1), copier, "kid_patterns")["better"] is None
+    # Both copy food: the figures decide again.
+    assert compare(copier, report(1.5, 0.1, memorised=["food"]), "kid_patterns")["better"] == "a"
+    # The loser's copies do not stop the winner.
+    assert compare(copier, report(0.5, 0.1), "kid_patterns")["better"] == "b"
+
+
+def test_wilson_interval_and_copies_beyond_real() -> None:
+    low, high = wilson_interval(0, 22)
+    assert low == 0 and high == pytest.approx(0.1487, abs=1e-3)  # 0 of 22 allows up to ~15%
+    low, high = wilson_interval(30, 100)
+    assert (low, high) == pytest.approx((0.2189, 0.3958), abs=1e-3)
+    assert wilson_interval(50, 50)[1] == 1.0
+    with pytest.raises(ValueError, match="trial"):
+        wilson_interval(0, 0)
+    # A third of 300 generated food sprites are copies; no held-out food sprite is one.
+    assert copies_beyond_real((0.307, 300), (0.0, 22))
+    # 1 copy in 100 against 0 of 22 held out: within the noise of so few real sprites.
+    assert not copies_beyond_real((0.01, 300), (0.0, 22))
+    # The data's own recolours: as many copies as unseen real sprites have is no memorising.
+    assert not copies_beyond_real((0.2, 300), (0.2, 200))
 
 
 def test_alpha_figures_count_opaque_pixels_and_lone_specks():

@@ -51,7 +51,10 @@ for the distances from a bootstrap over sprites, for the critic from its fold ac
   noise of generated pixels. Generated sprites are checked against every sprite of the data and
   its second animation frames (a model may have been trained on all of them); the reference is
   the rate for real held-out sprites against the train split (and its frames), which is not
-  zero: the data keeps recolours and autotile variants. Both rates are averaged per label.
+  zero: the data keeps recolours and autotile variants. Both rates are averaged per label. A
+  label whose generated rate is above the held-out one beyond noise (95% Wilson intervals
+  apart) is listed in ``near_copy_rate["memorised"]``, and :func:`compare` will not call such
+  a model better: copies flatter every other figure.
 * **crispness**, for generated and real held-out sprites side by side, and their ratio:
   distinct colours per sprite (colours closer than ``COLOUR_TOLERANCE`` merged, most frequent
   first), the share of flat neighbour pairs (horizontal and vertical neighbours within

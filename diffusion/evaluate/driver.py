@@ -39,6 +39,7 @@ from diffusion.evaluate.metrics import (
     TwoSampleResult,
     balanced_indices,
     colours_per_sprite,
+    copies_beyond_real,
     flat_pair_share,
     frechet_distance,
     kid_from_kernels,
@@ -277,10 +278,27 @@ def evaluate_palettes(
         "classifier": str(classifier_path),
         "bf16": bool(getattr(pipe, "bf16", False)),
     }
-    return {
+    merged = {
         name: {**common, "palette": name, **_mean_over_seeds(runs)}
         for name, runs in reports.items()
     }
+    for report in merged.values():
+        _flag_memorised(report, n_per_label * len(seeds), held.counts())
+    return merged
+
+
+def _flag_memorised(report: dict[str, Any], n_generated: int, held_counts: dict[str, int]) -> None:
+    """Name the labels whose near-copy rate is above the held-out sprites' beyond noise
+    (:func:`~diffusion.evaluate.metrics.copies_beyond_real`): a lower critic or distance earned
+    by copying training sprites is not a better model."""
+    memorised = [
+        name
+        for name, r in report["per_label"].items()
+        if copies_beyond_real(
+            (r["near_copy_generated"], n_generated), (r["near_copy_real"], held_counts[name])
+        )
+    ]
+    report["near_copy_rate"]["memorised"] = memorised
 
 
 def evaluate_text(
@@ -695,7 +713,10 @@ def compare(
     independent. Reports of the same data and seeds share their real reference sets, which
     makes the errors of their distances positively correlated: the test is then conservative.
     Returns the figures, their difference ``a - b``, its standard error, ``z`` and ``better``:
-    "a", "b" or None when the difference is within the noise at ``confidence``.
+    "a", "b" or None when the difference is within the noise at ``confidence``, or when the
+    side that scores better memorises a label the other does not (``memorised``: each report's
+    labels whose near copies exceed the held-out sprites' beyond noise): copies of training
+    sprites flatter every figure here.
     """
     if metric not in UNCERTAIN:
         raise ValueError(f"compare needs a metric with an uncertainty: one of {UNCERTAIN}")
@@ -712,6 +733,12 @@ def compare(
     z = (a - b) / se if se > 0 else float(np.sign(a - b)) * np.inf
     critical = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
     better = "a" if z < -critical else "b" if z > critical else None
+    memorised = {
+        side: report.get("near_copy_rate", {}).get("memorised", [])
+        for side, report in (("a", report_a), ("b", report_b))
+    }
+    if better and set(memorised[better]) - set(memorised["b" if better == "a" else "a"]):
+        better = None
     return {
         "metric": metric,
         "figure": figure,
@@ -722,6 +749,7 @@ def compare(
         "z": float(z),
         "confidence": confidence,
         "better": better,
+        "memorised": memorised,
     }
 
 

@@ -92,6 +92,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"(chance accuracy {num(acc['chance'])}; real accuracy is on the held-out split; "
         "the Frechet floor compares training with held-out sprites)"
     )
+    if memorised := copies.get("memorised"):
+        lines.append(
+            "MEMORISING: more near copies than the held-out sprites beyond noise in "
+            + ", ".join(memorised)
+            + " (the figures above are flattered by copies)"
+        )
     if alpha := report.get("alpha"):
         share = alpha["opaque_share"]
         lines.append("transparency (composited on white above): opaque share per label")
