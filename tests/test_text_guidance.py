@@ -376,6 +376,8 @@ def test_the_app_runs_text_guidance_and_says_what_guided(tmp_path):
         assert gif.size == Image.open(best["sheet"]).size
     one = final(run(studio, n=2, steps=4, prompt="red potion", label=None))["status"]
     assert "guidance 2 (text)" in one
+    nothing = final(run(studio, n=2, steps=4, label=None))["status"]
+    assert "· unguided ·" in nothing and "guidance" not in nothing
     args = {"label": "hero", "sampler": "ddim", "steps": 4, "guidance": 2, "seed": 0, "n": 2}
     refusals = [
         ({"guidance_text": 3}, "Text guidance scales the prompt"),

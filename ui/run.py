@@ -464,8 +464,12 @@ class Request:
         else:
             texts = text or self.negative_prompt is not None
             guided = [name for name, on in (("label", label), ("text", texts)) if on]
-            plain = self.guidance == 1 or not guided
-            note = f"guidance {self.guidance:g}" + ("" if plain else f" ({' + '.join(guided)})")
+            if not guided:  # with no condition, every branch is the unconditional one
+                note = "unguided"
+            elif self.guidance == 1:
+                note = "guidance 1"
+            else:
+                note = f"guidance {self.guidance:g} ({' + '.join(guided)})"
         if self.negative_prompt:
             note += f' · away from "{self.negative_prompt}"'
         if self.rerank > 1:
