@@ -8,7 +8,9 @@ deterministic DDIM steps lands where two of its teacher's land; the student of o
 teacher of the next, halving the steps each round. The first teacher is guided (classifier-free
 guidance at ``--guidance``, the model's default), so every student has the guidance folded in and
 takes one network call per step instead of a guided pair (Meng et al. 2023 also make the scale
-an input of the student; one fixed scale is the simpler half of their idea).
+an input of the student; one fixed scale is the simpler half of their idea). A text teacher's
+student learns with the sprites' names as prompts, label and text dropped out in the mix the
+teacher was trained with, so it follows a label, a prompt or both.
 
 The target, in the sigma view (x = x0 + sigma * eps, see ``samplers``): a DDIM step from sigma to
 sigma' is x' = x0 + sigma' * (x - x0) / sigma = r * x + (1 - r) * x0 with r = sigma' / sigma. So
@@ -38,9 +40,16 @@ from .card import data_credit, write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
 from .device import default_device, describe
 from .files import atomic_write
-from .pipeline import SpritePipeline
+from .pipeline import SpritePipeline, _Words
 from .samplers import ddim
-from .train import sampling_weights, training_tensor
+from .train import (
+    drop_conditions,
+    name_inputs,
+    sampling_weights,
+    text_table,
+    token_table,
+    training_tensor,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,8 +95,6 @@ class Distiller:
         self.args = args
         self.device = default_device()
         self.original = SpritePipeline.from_pretrained(args.teacher, device=self.device)
-        if self.original.supports_text:
-            sys.exit(f"--teacher {args.teacher}: a text model cannot be distilled yet")
         self.guidance = (
             self.original.defaults["guidance"] if args.guidance is None else args.guidance
         )
@@ -102,6 +109,18 @@ class Distiller:
         )
         self.labels = torch.as_tensor(self.data.labels)
         self.weights = sampling_weights(self.data.labels, 0.5)
+        self.text, self.tokens = None, None
+        if self.original.supports_text:
+            if self.data.names is None:
+                sys.exit(f"--data {args.data}: a text teacher needs its sprites' names")
+            clip = self.original.text_encoder
+            self.text = text_table(clip, self.data)
+            self.tokens = (
+                token_table(clip, self.data) if self.original.model.config.cross_attention else None
+            )
+            # The student sees the branches in the mix its teacher was trained on.
+            recipe = self.original.config.get("training", {}).get("recipe", {})
+            self.dropout = (recipe.get("p_uncond_text", 0.1), recipe.get("cond_dropout"))
         self.generator = torch.Generator().manual_seed(args.seed)
         self.round, self.step, self.elapsed = 0, 0, 0.0
         self.start_round(self.original.model)
@@ -121,32 +140,45 @@ class Distiller:
         self.sigmas = self.original.schedule.sigmas(2 * self.student_steps).float()
 
     def pipeline(self, net: torch.nn.Module) -> SpritePipeline:
-        pipe = SpritePipeline(net, self.original.schedule, self.original.labels, device=self.device)
+        pipe = SpritePipeline(
+            net,
+            self.original.schedule,
+            self.original.labels,
+            device=self.device,
+            text_encoder=self.original.text_encoder,
+        )
         pipe.defaults, pipe.palette = dict(self.original.defaults), self.original.palette
         return pipe
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training sprites (flipped at random) and their labels, some dropped out."""
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, _Words | None]:
+        """Training sprites (flipped at random), their labels and for a text model their names,
+        some dropped out as in training."""
         g, n = self.generator, self.args.batch_size
         idx = torch.multinomial(self.weights, n, replacement=True, generator=g)
         flip = torch.rand(n, generator=g) < 0.5
         x0 = torch.where(flip[:, None, None, None], self.images[idx].flip(3), self.images[idx])
         context = F.one_hot(self.labels[idx], len(self.original.labels)).float()
-        context[torch.rand(n, generator=g) < self.args.p_uncond] = 0
-        return x0.to(self.device), context.to(self.device)
+        if self.text is None:
+            context[torch.rand(n, generator=g) < self.args.p_uncond] = 0
+            return x0.to(self.device), context.to(self.device), None
+        dropped = drop_conditions(context, g, self.args.p_uncond, *self.dropout)
+        inputs = name_inputs(self.text, self.tokens, idx, flip, dropped)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        words = _Words(inputs["text"], inputs.get("tokens"), inputs.get("token_mask"))
+        return x0.to(self.device), context.to(self.device), words
 
     def train_step(self) -> float:
         g = self.generator
-        x0, context = self.batch()
+        x0, context, words = self.batch()
         i = int(torch.randint(0, self.student_steps, (), generator=g))
         sigma, sigma_mid, sigma_next = (s.to(self.device) for s in self.sigmas[2 * i : 2 * i + 3])
         x = x0 + sigma * torch.randn(x0.shape, generator=g).to(self.device)
         with torch.no_grad():
-            teacher = self.teacher._denoiser(context, self.teacher_guidance, {})
+            teacher = self.teacher._denoiser(context, self.teacher_guidance, {}, text=words)
             steps = ddim(teacher, x, torch.stack([sigma, sigma_mid, sigma_next]), torch.randn)
             x_teacher = [x_next for x_next, _ in steps][-1]
         target = one_step_target(x, x_teacher, sigma, sigma_next)
-        eps = self.student._denoiser(context, 1.0, {})(x, sigma)
+        eps = self.student._denoiser(context, 1.0, {}, text=words)(x, sigma)
         # max(SNR, 1) with SNR = 1 / sigma^2: the x0 error matters more where little noise is left.
         weight = torch.clamp(1 / sigma**2, min=1.0)
         loss = weight * (x - sigma * eps - target).square().mean()
@@ -227,7 +259,8 @@ class Distiller:
                 f"{rounds_done} round(s) of {a.iterations} steps of batch {a.batch_size} "
                 f"(lr {a.lr:g} annealed to 0 per round), down to {self.student_steps} DDIM "
                 "steps; the guidance is folded in, so the student runs at guidance 1, one "
-                "network call per step. Command: `python -m diffusion.distill --teacher "
+                f"network call per step{' (labels, prompts or both)' if self.text else ''}. "
+                "Command: `python -m diffusion.distill --teacher "
                 f"{a.teacher} --data {a.data} --out {a.out} --teacher-steps {a.teacher_steps} "
                 f"--steps {a.steps} --iterations {a.iterations}`."
             ),

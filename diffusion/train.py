@@ -297,29 +297,8 @@ class Trainer:
         if self.text is None:
             context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
             return x, context, None
-        # A flipped sprite gets its mirrored name ("left" <-> "right").
-        text = torch.where(flip[:, None], self.text[1][idx], self.text[0][idx])
-        if a.cond_dropout is None:
-            context[torch.rand(len(idx), generator=g) < a.p_uncond] = 0
-            dropped = torch.rand(len(idx), generator=g) < a.p_uncond_text
-        else:
-            # One draw per example picks its branch: neither, text only, label only or both.
-            neither, text_only, label_only = a.cond_dropout
-            u = torch.rand(len(idx), generator=g)
-            context[u < neither + text_only] = 0
-            dropped = (u < neither) | (
-                (u >= neither + text_only) & (u < neither + text_only + label_only)
-            )
-        text[dropped] = 0
-        if self.tokens is None:
-            return x, context, {"text": text}
-        (tokens, mask), (mirrored, mirrored_mask) = self.tokens
-        kept = (~dropped & ~flip)[:, None], (~dropped & flip)[:, None]
-        words = {
-            "tokens": tokens[idx] * kept[0][..., None] + mirrored[idx] * kept[1][..., None],
-            "token_mask": (mask[idx] & kept[0]) | (mirrored_mask[idx] & kept[1]),
-        }
-        return x, context, {"text": text, **words}
+        dropped = drop_conditions(context, g, a.p_uncond, a.p_uncond_text, a.cond_dropout)
+        return x, context, name_inputs(self.text, self.tokens, idx, flip, dropped)
 
     def train_epoch(self, bar: tqdm) -> float:
         a, g = self.args, self.generator
@@ -540,6 +519,49 @@ def token_table(
         )
         for tokens, mask in encoded
     )
+
+
+def drop_conditions(
+    context: torch.Tensor,
+    generator: torch.Generator,
+    p_uncond: float,
+    p_uncond_text: float,
+    cond_dropout: tuple[float, float, float] | None,
+) -> torch.Tensor:
+    """A text model's label and text dropout: zeroes the dropped labels of ``context`` in place
+    and returns which rows drop their text. ``cond_dropout`` (neither, text only, label only)
+    picks each example's branch in one draw; None drops label and text each on its own."""
+    n = len(context)
+    if cond_dropout is None:
+        context[torch.rand(n, generator=generator) < p_uncond] = 0
+        return torch.rand(n, generator=generator) < p_uncond_text
+    neither, text_only, label_only = cond_dropout
+    u = torch.rand(n, generator=generator)
+    context[u < neither + text_only] = 0
+    return (u < neither) | ((u >= neither + text_only) & (u < neither + text_only + label_only))
+
+
+def name_inputs(
+    text: tuple[torch.Tensor, torch.Tensor],
+    tokens: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+    idx: torch.Tensor,
+    flip: torch.Tensor,
+    dropped: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The network's text inputs for sprites ``idx`` from the tables of :func:`text_table` and
+    :func:`token_table`: each name's pooled embedding, and with cross-attention its token states
+    and mask; a flipped sprite gets its mirrored name ("left" <-> "right"), a dropped one none."""
+    pooled = torch.where(flip[:, None], text[1][idx], text[0][idx])
+    pooled[dropped] = 0
+    if tokens is None:
+        return {"text": pooled}
+    (states, mask), (mirrored, mirrored_mask) = tokens
+    kept = (~dropped & ~flip)[:, None], (~dropped & flip)[:, None]
+    return {
+        "text": pooled,
+        "tokens": states[idx] * kept[0][..., None] + mirrored[idx] * kept[1][..., None],
+        "token_mask": (mask[idx] & kept[0]) | (mirrored_mask[idx] & kept[1]),
+    }
 
 
 def start_distributed() -> tuple[int, int]:

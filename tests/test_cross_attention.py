@@ -226,21 +226,19 @@ def test_two_prompts_with_one_pooled_vector_draw_differently(pipe, monkeypatch):
 
 
 def test_training_drops_the_tokens_with_the_text_and_mirrors_them():
-    from types import SimpleNamespace
-
-    from diffusion.train import Trainer, _cond_dropout
+    from diffusion.train import _cond_dropout, drop_conditions, name_inputs
 
     n = 4000
+    g = torch.Generator().manual_seed(0)
     tokens, mirrored = torch.ones(n, 3, 4), torch.full((n, 3, 4), 2.0)
     mask = torch.tensor([True, True, False]).expand(n, 3)
-    fake = SimpleNamespace(
-        generator=torch.Generator().manual_seed(0),
-        args=SimpleNamespace(p_alt_frame=0.0, flip=True, cond_dropout=_cond_dropout("0.1,0.2,0.1")),
-        images=torch.zeros(n, 1, 2, 2), alt=torch.zeros(n, 1, 2, 2),
-        labels=torch.randint(0, 3, (n,)), data=SimpleNamespace(num_labels=3), vae=None,
-        text=(torch.ones(n, 4), torch.full((n, 4), 2.0)), tokens=((tokens, mask), (mirrored, mask)),
-    )  # fmt: skip
-    _, _, text = Trainer.batch(fake, torch.arange(n))
+    context = torch.eye(3)[torch.randint(0, 3, (n,), generator=g)]
+    dropped = drop_conditions(context, g, 0.5, 0.5, _cond_dropout("0.1,0.2,0.1"))
+    flip = torch.rand(n, generator=g) < 0.5
+    pooled = (torch.ones(n, 4), torch.full((n, 4), 2.0))
+    tables = ((tokens, mask), (mirrored, mask))
+    text = name_inputs(pooled, tables, torch.arange(n), flip, dropped)
+    assert 0.27 < 1 - context.any(1).float().mean() < 0.33  # neither + text only
     kept = text["text"].any(1)
     assert 0.17 < 1 - kept.float().mean() < 0.23  # neither + label only
     assert torch.equal(text["token_mask"].any(1), kept) and not text["tokens"][~kept].any()

@@ -93,3 +93,33 @@ def test_a_killed_run_resumes_exactly(runs, tmp_path, monkeypatch):
 def test_step_counts_must_halve_to_the_target():
     with pytest.raises(SystemExit):
         distill.parse_args(["--teacher", "t", "--data", "d", "--out", "o", "--teacher-steps", "12"])
+
+
+def test_a_text_teacher_distils_into_a_student_that_reads_prompts(tmp_path, monkeypatch):
+    from diffusion.model import ContextUnet
+    from tests.test_cross_attention import tiny_clip
+    from tests.test_text import save_toy_dataset, toy_pairs
+
+    data = tmp_path / "data"
+    save_toy_dataset(data, *toy_pairs(2))
+    tiny_clip().save_pretrained(tmp_path / "clip")
+    train.main(args(data, tmp_path / "teacher", "--epochs", "1", "--T", "50", "--prediction", "v",
+                    "--text-encoder", str(tmp_path / "clip"), "--cross-attention", "1",
+                    "--cond-dropout", "0.1,0.2,0.1"))  # fmt: skip
+    seen, real = [], ContextUnet.forward
+
+    def spy(self, x, t, context, *rest, **words):
+        seen.append(words)
+        return real(self, x, t, context, *rest, **words)
+
+    monkeypatch.setattr(ContextUnet, "forward", spy)
+    run(tmp_path / "teacher", data, tmp_path / "student")
+    # Every call of teacher and student read names: token states beside the pooled vector.
+    assert seen and all(w.get("text") is not None and w.get("tokens") is not None for w in seen)
+    named = torch.cat([w["token_mask"].any(1) for w in seen])
+    assert 0.3 < named.float().mean() < 0.9  # names kept, and dropped or blank in the rest
+    seen.clear()
+    pipe = SpritePipeline.from_pretrained(tmp_path / "student")
+    assert pipe.supports_text and pipe.model.config.cross_attention == (1,)
+    assert pipe.generate("potion", n=2, prompt="red potion", seed=0).shape == (2, 8, 8, 3)
+    assert len(seen) == 2 and all(w["token_mask"].any(1).all() for w in seen)  # 2 unguided calls
