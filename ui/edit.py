@@ -381,6 +381,9 @@ class EditTab:
             [shell.model, self.upload],
             list(source.values()),
             api_visibility="private",
+            # On a busy server the editor's "processing" overlay could outlive a refused upload
+            # (Gradio 6.31), hiding the sprite it kept; the status line shows the wait instead.
+            show_progress_on=self.status,
         )
         self.sampler.input(
             self.on_sampler,
