@@ -67,6 +67,22 @@ def test_frechet_matches_closed_form_for_correlated_gaussians() -> None:
     assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-9)
 
 
+def test_frechet_with_fewer_sprites_than_features_matches_the_covariance_formula() -> None:
+    # A bootstrap of a few sprites against sparse pattern histograms: rank-deficient covariances,
+    # many features zero in every sprite, and both sides shorter than the feature count.
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal((12, 40)) - 1.0, 0)
+    y = np.maximum(rng.standard_normal((9, 40)) - 0.8, 0)
+    x[:, :15] = y[:, :15] = 0
+    cov1, cov2 = np.cov(x.T), np.cov(y.T)
+    cross = np.sqrt(np.linalg.eigvals(cov1 @ cov2).real.clip(min=0)).sum()
+    mean = np.sum((x.mean(0) - y.mean(0)) ** 2)
+    expected = mean + np.trace(cov1) + np.trace(cov2) - 2 * cross
+    assert expected > mean + 0.1  # the covariance terms count
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(y, x) == pytest.approx(expected, rel=1e-6)
+
+
 def test_frechet_of_identical_and_shifted_sets() -> None:
     x = np.random.default_rng(0).standard_normal((300, 16))
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)

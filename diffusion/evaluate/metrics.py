@@ -33,8 +33,12 @@ BOOTSTRAP_RESAMPLES = 200
 def frechet_distance(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> float:
     """Frechet distance between Gaussians fitted to the rows of ``x`` (n, d) and ``y`` (m, d).
 
-    ``|mu_x - mu_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_x^1/2 S_y S_x^1/2)^1/2)``, in float64. The
-    cross term uses symmetric matrices only, so ``eigh`` applies and no scipy ``sqrtm`` is needed.
+    ``|mu_x - mu_y|^2 + tr(S_x) + tr(S_y) - 2 tr((S_x^1/2 S_y S_x^1/2)^1/2)``, in float64.
+    With the centred rows scaled by 1/sqrt(n - 1) as A (so S_x = A^T A) and B likewise, the
+    eigenvalues of S_x^1/2 S_y S_x^1/2 are those of A^T A B^T B, whose non-zero ones are those of
+    (A B^T)(A B^T)^T: the cross term is the sum of the singular values of A B^T. One SVD of at
+    most min(n, d) x min(m, d) replaces two d x d eigendecompositions, far cheaper when a side has
+    fewer sprites than features, and it needs no fallback for repeated eigenvalues.
     """
     x = torch.as_tensor(x, dtype=torch.float64)
     y = torch.as_tensor(y, dtype=torch.float64)
@@ -42,36 +46,17 @@ def frechet_distance(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> float:
         raise ValueError(
             f"need two (n >= 2, d) feature sets, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    mu_x, mu_y = x.mean(0), y.mean(0)
-    # A feature constant in both sets (a pixel pattern no sprite has) adds only its mean
-    # difference; leaving it out of the covariances spares eigh their zero rows.
-    varies = (x != x[0]).any(0) | (y != y[0]).any(0)
-    fd = (mu_x - mu_y)[~varies].square().sum()
-    x, y, mu_x, mu_y = x[:, varies], y[:, varies], mu_x[varies], mu_y[varies]
-    # reshape: torch.cov returns a 0-d tensor for one feature.
-    d = x.shape[1]
-    cov_x, cov_y = torch.cov(x.T).reshape(d, d), torch.cov(y.T).reshape(d, d)
-    root_x = _psd_sqrt(cov_x)
-    cross = _symmetric_eigh(root_x @ cov_y @ root_x)[0].clamp(min=0).sqrt().sum()
-    fd = fd + (mu_x - mu_y).square().sum() + cov_x.trace() + cov_y.trace() - 2 * cross
+    a = (x - x.mean(0)) / (len(x) - 1) ** 0.5
+    b = (y - y.mean(0)) / (len(y) - 1) ** 0.5
+    cross = torch.linalg.svdvals(_shortest_factor(a) @ _shortest_factor(b).T).sum()
+    fd = (x.mean(0) - y.mean(0)).square().sum() + a.square().sum() + b.square().sum() - 2 * cross
     # Rounding can leave a tiny negative value for identical sets.
     return max(float(fd), 0.0)
 
 
-def _psd_sqrt(matrix: Tensor) -> Tensor:
-    vals, vecs = _symmetric_eigh(matrix)
-    return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
-
-
-def _symmetric_eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    sym = (matrix + matrix.T) / 2
-    try:
-        return torch.linalg.eigh(sym)
-    except torch.linalg.LinAlgError:
-        # LAPACK's eigh can fail to converge on a matrix with many repeated eigenvalues (sparse
-        # pattern histograms); for a positive semi-definite one the SVD is the same decomposition.
-        vecs, vals, _ = torch.linalg.svd(sym)
-        return vals, vecs
+def _shortest_factor(a: Tensor) -> Tensor:
+    """A matrix F with F^T F = a^T a and at most d rows: a taller one's R of a = QR."""
+    return torch.linalg.qr(a, mode="r")[1] if a.shape[0] > a.shape[1] else a
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
