@@ -247,8 +247,10 @@ def test_torchrun_two_processes_match_one(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     one_w = safetensors.torch.load_file(tmp_path / "one" / "model.safetensors")
     two_w = safetensors.torch.load_file(two / "model.safetensors")
+    # Summing in another order leaves up to 2.6e-5 (the reference on one thread); both processes
+    # reading the same half of each batch instead leaves 1.7e-3.
     for name, weight in one_w.items():
-        torch.testing.assert_close(two_w[name], weight, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(two_w[name], weight, atol=5e-5, rtol=1e-4)
     # The logged losses are the whole batch's, as in one process.
     for a, b in zip(log_rows(tmp_path / "one"), log_rows(two), strict=True):
         assert abs(float(a["loss"]) - float(b["loss"])) < 1e-4
