@@ -46,10 +46,10 @@ def frechet_distance(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> float:
         raise ValueError(
             f"need two (n >= 2, d) feature sets, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    a = (x - x.mean(0)) / (len(x) - 1) ** 0.5
-    b = (y - y.mean(0)) / (len(y) - 1) ** 0.5
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    a, b = (x - mu_x) / (len(x) - 1) ** 0.5, (y - mu_y) / (len(y) - 1) ** 0.5
     cross = torch.linalg.svdvals(_shortest_factor(a) @ _shortest_factor(b).T).sum()
-    fd = (x.mean(0) - y.mean(0)).square().sum() + a.square().sum() + b.square().sum() - 2 * cross
+    fd = (mu_x - mu_y).square().sum() + a.square().sum() + b.square().sum() - 2 * cross
     # Rounding can leave a tiny negative value for identical sets.
     return max(float(fd), 0.0)
 
