@@ -13,9 +13,6 @@ Stable Diffusion's U-Net attends to its text encoder's token states.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -174,35 +171,18 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([args.sin(), args.cos()], dim=1)
 
 
-# Whether 3x3 convolutions wrap around; a context variable, so that it holds for the calls of the
-# thread that set it and a run beside it on the same network keeps zero padding.
-_WRAP: ContextVar[bool] = ContextVar("wrap", default=False)
-
-
-@contextmanager
-def circular_padding(model: nn.Module) -> Iterator[None]:
-    """Within the block (in this thread), ``model``'s 3x3 convolutions pad with the pixels of the
-    opposite edge instead of zeros, so the network sees its picture as a torus and what it draws
-    tiles: the left edge continues the right one and the top the bottom. ValueError for a
-    network without such convolutions (any but a ContextUnet)."""
-    if not any(isinstance(m, _Conv3x3) for m in model.modules()):
-        raise ValueError("tileable sampling needs a ContextUnet, whose convolutions can wrap")
-    token = _WRAP.set(True)
-    try:
-        yield
-    finally:
-        _WRAP.reset(token)
-
-
 class _Conv3x3(nn.Conv2d):
-    """A 3x3 convolution padded by one pixel: zeros, or the opposite edge within
-    :func:`circular_padding`. Its weights are named as nn.Conv2d's, so saved models load."""
+    """A 3x3 convolution padded by one pixel: with zeros, or with ``circular=True`` with the
+    pixels of the opposite edge, so that the network sees its picture as a torus and what it
+    draws tiles. An argument, not a flag on the module: a run beside it on the same network keeps
+    zero padding, and torch.compile traces it (a guard per value) without breaking the graph.
+    Its weights are named as nn.Conv2d's, so saved models load."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(cin, cout, 3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if _WRAP.get():
+    def forward(self, x: Tensor, circular: bool = False) -> Tensor:
+        if circular:
             return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), self.weight, self.bias)
         return super().forward(x)
 
@@ -296,11 +276,17 @@ class ResBlock(nn.Module):
         if cross_text:
             self.cross = CrossAttention(cout, cross_text, groups)
 
-    def forward(self, x: Tensor, emb: Tensor, words: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+    def forward(
+        self,
+        x: Tensor,
+        emb: Tensor,
+        words: tuple[Tensor, Tensor] | None = None,
+        circular: bool = False,
+    ) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), circular)
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
-        h = self.skip(x) + self.conv2(F.silu(h))
+        h = self.skip(x) + self.conv2(F.silu(h), circular)
         if hasattr(self, "attn"):
             h = self.attn(h)
         return self.cross(h, *words) if hasattr(self, "cross") else h
@@ -316,8 +302,9 @@ class ContextUnet(nn.Module):
     prompt's embedding (zeros, the default, for none); with ``config.cross_attention`` also
     ``tokens`` (n, L, text_dim), its token states, and ``token_mask`` (n, L), which of them are
     words (none, the default, for no prompt). With ``config.low_res`` (an upscaler),
-    ``low`` (n, C, low_res, low_res) is the image to enlarge. ``config.prediction`` says
-    whether the output is eps or v.
+    ``low`` (n, C, low_res, low_res) is the image to enlarge. ``circular=True`` pads every 3x3
+    convolution with the opposite edge instead of zeros (tileable sprites). ``config.prediction``
+    says whether the output is eps or v.
     """
 
     def __init__(self, config: UnetConfig | None = None, **kwargs) -> None:
@@ -399,6 +386,7 @@ class ContextUnet(nn.Module):
         low: Tensor | None = None,
         tokens: Tensor | None = None,
         token_mask: Tensor | None = None,
+        circular: bool = False,
     ) -> Tensor:
         emb = self.embed(t, context, text)
         words = None
@@ -416,18 +404,18 @@ class ContextUnet(nn.Module):
                 raise ValueError("an upscaler needs the low-resolution image: low=")
             factor = self.config.resolution // self.config.low_res
             x = torch.cat([x, F.interpolate(low.to(x), scale_factor=factor, mode="nearest")], 1)
-        h = self.stem(x)
+        h = self.stem(x, circular)
         skips = []
         for layer in self.down:
             if isinstance(layer, ResBlock):
-                h = layer(h, emb, words)
+                h = layer(h, emb, words, circular)
                 skips.append(h)
             else:
                 h = layer(h)
-        h = self.mid(torch.cat([h, self.from_vec(self.to_vec(h))], dim=1), emb)
+        h = self.mid(torch.cat([h, self.from_vec(self.to_vec(h))], dim=1), emb, None, circular)
         for layer in self.up:
             if isinstance(layer, ResBlock):
-                h = layer(torch.cat([h, skips.pop()], dim=1), emb, words)
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb, words, circular)
             else:
                 h = layer(h)
-        return self.out(h)
+        return self.out[-1](self.out[:-1](h), circular)

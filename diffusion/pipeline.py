@@ -37,7 +37,6 @@ from .model import (
     ContextUnet,
     UnetConfig,
     check_whole,
-    circular_padding,
 )
 from .options import (
     FALLBACK,
@@ -406,7 +405,7 @@ class SpritePipeline:
         the sigmas a sampler walks to their timesteps, so that the usual case is a lookup
         rather than an inversion of the schedule. A v-predicting network's output is turned
         into eps; a self-conditioned one is fed its previous x0 estimate. ``tileable`` runs the
-        network with circular padding (see :func:`diffusion.model.circular_padding`). Given a
+        network with circular padding (see :func:`_tiling`). Given a
         ``record`` list, every call appends (x, sigma, eps_cond, eps_uncond, eps), running
         both branches whatever the scale. ``low`` is an upscaler's low-resolution input.
         """
@@ -1061,11 +1060,11 @@ def _candidates(x: Tensor | None, rerank: int) -> Tensor | None:
 
 
 def _tiling(model: nn.Module) -> Callable[..., Tensor]:
-    """``model`` as a network of tiles: circular padding (see
-    :func:`diffusion.model.circular_padding`), and each call sees its input rolled by a new
-    offset and gives its output rolled back. The U-Net is not wholly shift-invariant (its
-    bottleneck map and its pooling grid have fixed places), so without the rolls the fixed
-    places would keep a faint seam where the picture wraps; with them no place is special."""
+    """``model`` as a network of tiles: circular padding (a ContextUnet's ``circular=True``),
+    and each call sees its input rolled by a new offset and gives its output rolled back. The
+    U-Net is not wholly shift-invariant (its bottleneck map and its pooling grid have fixed
+    places), so without the rolls the fixed places would keep a faint seam where the picture
+    wraps; with them no place is special."""
     calls = 0
 
     def network(x: Tensor, t: Tensor, context: Tensor, **extra: Tensor | None) -> Tensor:
@@ -1077,8 +1076,7 @@ def _tiling(model: nn.Module) -> Callable[..., Tensor]:
         extra = {
             k: torch.roll(v, shift, (-2, -1)) if k == "x0_prev" else v for k, v in extra.items()
         }
-        with circular_padding(model):
-            out = model(torch.roll(x, shift, (-2, -1)), t, context, **extra)
+        out = model(torch.roll(x, shift, (-2, -1)), t, context, circular=True, **extra)
         return torch.roll(out, (-shift[0], -shift[1]), (-2, -1))
 
     return network

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from PIL import Image
 
 from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig, palettes, render
 from diffusion.__main__ import main as cli
-from diffusion.model import circular_padding
 from diffusion.pipeline import DEFAULT_MODEL
 from ui.errors import InputError
 from ui.generate import GenerateTab
@@ -194,29 +192,22 @@ def test_outline_comes_last_in_the_pipeline(rgba_pipe):
 # -- tiles ----------------------------------------------------------------------------------------
 
 
-def test_circular_padding_wraps_only_inside_its_block_and_thread():
+def test_circular_padding_wraps_only_when_asked():
     torch.manual_seed(0)
     model = ContextUnet(num_labels=1, resolution=8, channels=(8,), emb_dim=8, groups=4)
     conv = model.stem
     x = torch.randn(1, 3, 8, 8)
     shifted = torch.roll(x, (3, 5), (2, 3))
-    with circular_padding(model):
-        wrapped = conv(x)
-        seen_elsewhere = []
-        other = threading.Thread(target=lambda: seen_elsewhere.append(conv(x)))
-        other.start()
-        other.join()
-        # A circular convolution commutes with a circular shift, edges included.
-        torch.testing.assert_close(conv(shifted), torch.roll(wrapped, (3, 5), (2, 3)))
-    zero = conv(x)
-    torch.testing.assert_close(seen_elsewhere[0], zero)  # the other thread kept zeros
+    wrapped, zero = conv(x, circular=True), conv(x)
+    # A circular convolution commutes with a circular shift, edges included.
+    torch.testing.assert_close(conv(shifted, circular=True), torch.roll(wrapped, (3, 5), (2, 3)))
+    torch.testing.assert_close(zero, torch.conv2d(x, conv.weight, conv.bias, padding=1))
     assert not torch.allclose(wrapped[..., 0], zero[..., 0])  # edges differ...
     torch.testing.assert_close(wrapped[..., 1:-1, 1:-1], zero[..., 1:-1, 1:-1])  # not inside
-    with (
-        pytest.raises(ValueError, match="needs a ContextUnet"),
-        circular_padding(torch.nn.Linear(2, 2)),
-    ):
-        pass
+    for p in model.parameters():  # the zero-initialised output layers would hide the edges
+        torch.nn.init.normal_(p, std=0.3)
+    t, c = torch.tensor([250.0]), torch.ones(1, 1)
+    assert not torch.allclose(model(x, t, c, circular=True), model(x, t, c))
 
 
 def boundary_jumps(images: np.ndarray) -> np.ndarray:

@@ -66,3 +66,17 @@ def test_no_prompt_is_the_zero_text_embedding_the_model_was_trained_with():
     with torch.no_grad():
         torch.testing.assert_close(model(x, t, c), model(x, t, c, text=torch.zeros(2, 4)))
         assert not torch.allclose(model(x, t, c), model(x, t, c, text=torch.ones(2, 4)))
+
+
+def test_the_network_traces_as_one_graph_for_torch_compile():
+    # A graph break splits torch.compile's work into pieces and recompiles each block's forward
+    # once per width, until Dynamo's recompile limit sends the rest back to eager (it happened
+    # when the tiling flag was a context variable read in every convolution).
+    model = ContextUnet(
+        UnetConfig(num_labels=3, resolution=8, channels=(8, 16), emb_dim=16, groups=4)
+    )
+    x, t, c = torch.randn(2, 3, 8, 8), torch.tensor([10.0, 400.0]), torch.eye(3)[:2]
+    for circular in (False, True):
+        torch._dynamo.reset()
+        report = torch._dynamo.explain(model)(x, t, c, circular=circular)
+        assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
