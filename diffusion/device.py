@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -50,10 +51,30 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def describe(device: torch.device) -> str:
-    """The hardware in words, for model cards: the GPU's name, or the CPU's cores and threads."""
+    """The hardware in words, for model cards: the GPU's name, or the CPU's name (where the
+    system tells it), cores and threads: a CPU run's speed depends on which CPU it was."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return f"CPU, {cores} cores, {torch.get_num_threads()} torch threads"
+        return f"CPU ({cpu_name()}), {cores} cores, {torch.get_num_threads()} torch threads"
     return device.type
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name from Linux's ``cpuinfo`` (with the features that make bf16 fast), or
+    what ``platform`` knows elsewhere."""
+    try:
+        with open(cpuinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name") or platform.machine() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    if "amx_bf16" in flags:
+        return f"{name} with AMX"
+    if "avx512_bf16" in flags:
+        return f"{name} with AVX512-BF16"
+    return name
