@@ -246,6 +246,7 @@ def main() -> None:
         # Samplers left out of this sweep (--samplers) keep their earlier measurement.
         sampling["sampler_steps"] = {**sampling.get("sampler_steps", {}), **per_sampler}
         sampling["sampler"], sampling["steps"] = default["sampler"], default["steps"]
+        sampling.pop("measured_on", None)  # measured on this model now, not the one it continued
         atomic_write(path, json.dumps(config, indent=2))
         print("wrote", path)
 

@@ -678,10 +678,20 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
         "steps": training.get("total_steps", training.get("steps_done", 0)),
         "minutes": training.get("total_minutes", training.get("train_minutes", 0.0)),
         "from": str(folder),
-        # Output choices measured for that model, which a continuation keeps (not the sampler
-        # and steps: those are measured again for the new weights, by benchmarks.steps).
-        "sampling": {k: v for k, v in pipe.defaults.items() if k in ("palette", "precision")},
+        "sampling": _inherited_sampling(pipe.defaults, folder),
     }
+
+
+def _inherited_sampling(defaults: dict, folder: Path) -> dict:
+    """The sampling defaults a continuation of the model in ``folder`` starts with: all that
+    was measured for that model (sampler, steps, palette stage, precision), so that its samples
+    and its evaluation compare like with like, with ``measured_on`` naming where they were
+    measured until ``python -m benchmarks.steps --write`` measures them again. The guidance
+    is the run's own ``--guidance``."""
+    kept = {k: v for k, v in defaults.items() if k != "guidance"}
+    if "sampler_steps" in kept:
+        kept.setdefault("measured_on", str(folder))
+    return kept
 
 
 # Flags a resumed run must repeat: they shape the network, its schedule or the data it learns.

@@ -264,7 +264,9 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
     first = tmp_path / "first"
     train.main(args(data_dir, first, "--epochs", "1", "--sample-every", "100"))
     config = json.loads((first / "config.json").read_text())
-    config["sampling"]["precision"] = "bf16"  # as measured for it, say
+    # As measured for it, say:
+    config["sampling"].update(precision="bf16", sampler="euler_churn", steps=7)
+    config["sampling"]["sampler_steps"] = {"euler_churn": 7, "heun": 3}
     (first / "config.json").write_text(json.dumps(config))
     more = tmp_path / "more"
     common = args(data_dir, more, "--init", str(first), "--alpha", "--sample-every", "100")
@@ -275,7 +277,15 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
     assert done["steps_done"] == 2 * 3 and done["total_steps"] == 3 + 2 * 3
     assert done["hardware"].startswith("CPU")
     pipe = SpritePipeline.from_pretrained(more)
-    assert pipe.rgba and pipe.defaults["precision"] == "bf16"  # kept from the model it continued
+    # Kept from the model it continued, saying so, but not the guidance: that is --guidance.
+    assert pipe.rgba and pipe.defaults["precision"] == "bf16"
+    assert (pipe.defaults["sampler"], pipe.defaults["steps"]) == ("euler_churn", 7)
+    assert pipe.defaults["sampler_steps"] == {"euler_churn": 7, "heun": 3}
+    assert pipe.defaults["measured_on"] == str(first)
+    assert (
+        f"measured with `python -m benchmarks.steps` on `{first}`"
+        in (more / "README.md").read_text()
+    )
 
 
 def test_bad_data_is_one_line_naming_the_flag(tmp_path):
