@@ -566,6 +566,15 @@ def test_compare_times_every_pair(studio: Studio, monkeypatch: pytest.MonkeyPatc
     ]
     assert (last["table"]["seconds"] > 0).all()
     assert last["gallery"][0][1].startswith("ddim · 2 steps · ")
+    # Before the first run the empty table already names the columns a run fills.
+    built = next(
+        t for t in app.build_demo({"tiny": studio.pipe(None)}).tabs if isinstance(t, CompareTab)
+    )
+    assert (
+        built.table.value["headers"]
+        == list(last["table"].columns)
+        == ["sampler", "steps", "seconds", "ms/step"]
+    )
     # Each run fits the limit; together they do not. Heun's 20 steps are 39 network calls (its
     # last step is one Euler call): (20 + 50 + 39 + 99) calls x 2 sprites.
     monkeypatch.setattr(uirun, "MAX_WORK", 200)

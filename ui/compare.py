@@ -24,6 +24,7 @@ COMPARE_STEPS = (5, 10, 20, 50, 100, 250, 500, 1000)
 WARM_STEPS = 2  # an untimed run of each sampler before the timed ones
 # Ticked beside the model's own sampler: the classic ODE sampler and the best one at few steps.
 COMPARE_WITH = ("ddim", "dpmpp_2m")
+TABLE_COLUMNS = ("sampler", "steps", "seconds", "ms/step")  # shown before the first run too
 
 
 def ticked_samplers(pipe: SpritePipeline) -> list[str]:
@@ -139,21 +140,15 @@ class CompareTab:
                     timed.append((r, seconds))
                     path = render.save_png(sheet(images), folder / f"{r.sampler}-{r.steps}.png")
                     gallery.append((path, f"{r.sampler} · {r.steps} steps · {seconds:.2f} s"))
-                    rows.append(
-                        {
-                            "sampler": r.sampler,
-                            "steps": r.steps,
-                            "seconds": round(seconds, 3),
-                            "ms/step": round(1000 * seconds / r.steps, 1),
-                        }
-                    )
+                    per_step = round(1000 * seconds / r.steps, 1)
+                    rows.append((r.sampler, r.steps, round(seconds, 3), per_step))
                     done = len(rows) == len(reqs)
                     yield {
                         "status": f"done: {summary(timed)}"
                         if done
                         else f"{len(rows)} of {len(reqs)} runs done…",
                         "gallery": list(gallery),
-                        "table": pd.DataFrame(rows),
+                        "table": pd.DataFrame(rows, columns=TABLE_COLUMNS),
                     }
 
     def build(self, shell: Shell, tab: gr.Tab) -> None:
@@ -193,7 +188,9 @@ class CompareTab:
                     elem_id="compare-gallery",
                     buttons=[],
                 )
-                self.table = gr.Dataframe(label="Time taken", interactive=False)
+                self.table = gr.Dataframe(
+                    label="Time taken", headers=list(TABLE_COLUMNS), interactive=False
+                )
         outputs = {"status": self.status, "gallery": self.gallery, "table": self.table}
         inputs = [shell.model, self.label, self.samplers, self.steps, self.guidance, self.seed]
         private = {"api_visibility": "private", "queue": False}
