@@ -279,7 +279,7 @@ def render_card(
     if per_sampler := sampling.get("sampler_steps"):
         steps = ", ".join(f"{k} {v}" for k, v in per_sampler.items())
         on = sampling.get("measured_on")
-        where = f" on `{on}`, a model this one continues," if on else ""
+        where = f" on `{on}` (a model this one continues)" if on else ""
         parts.insert(
             6, f"Steps per sampler, measured with `python -m benchmarks.steps`{where}: {steps}.\n"
         )
