@@ -222,8 +222,9 @@ def boundary_jumps(images: np.ndarray) -> np.ndarray:
 def test_tileable_terrain_has_seams_no_rougher_than_its_inside():
     pipe = SpritePipeline.from_pretrained(DEFAULT_MODEL, device="cpu")
     kind = {"sampler": "dpmpp_2m", "steps": 6, "seed": 0, "palette": "data"}
-    plain = pipe.generate("terrain", n=8, **kind)
-    tiles = pipe.generate("terrain", n=8, tileable=True, **kind)
+    # 16 tiles: with 8, one seed's plain tiles happened to wrap almost smoothly (1.16x).
+    plain = pipe.generate("terrain", n=16, **kind)
+    tiles = pipe.generate("terrain", n=16, tileable=True, **kind)
     wrap, inside = render.seams(tiles)
     plain_wrap, plain_inside = render.seams(plain)
     assert plain_wrap > 1.2 * plain_inside and wrap < 1.2 * inside
@@ -231,7 +232,7 @@ def test_tileable_terrain_has_seams_no_rougher_than_its_inside():
     # tileable tile's wrap-around seam is no rougher than the roughest of them.
     jumps = boundary_jumps(tiles)
     assert (jumps[:, -1] <= jumps[:, :-1].max(axis=1)).all()
-    assert render.tile(tiles, 3).shape == (8, 48, 48, 4)
+    assert render.tile(tiles, 3).shape == (16, 48, 48, 4)
     np.testing.assert_array_equal(render.tile(tiles, 3)[:, 16:32, 32:48], tiles)
 
 
