@@ -1,8 +1,9 @@
 """Validation of the evaluator on the real data and the shipped model: its figures must rank
 settings whose quality is known.
 
-* real sprites beat ``weights/sprites16`` on the headline figures (C2ST accuracy and AUC, pattern
-  Frechet distance and KID): the generated figures exceed the real-vs-real floors;
+* real sprites beat ``weights/sprites16`` at a setting known to be poor (``heun``, 3 steps) on
+  the headline figures (C2ST accuracy and AUC, pattern Frechet distance and KID): the generated
+  figures exceed the real-vs-real floors;
 * ``euler_ancestral``, 30 steps (figures with outlines) beats ``heun``, 5 steps (muddy clusters
   with stray pixels), both with the palette stage "data", on the pattern figures with 95%
   confidence (:func:`diffusion.evaluate.compare`), and the critic ranks them the same way.
@@ -40,6 +41,8 @@ MODEL = ROOT / "weights" / "sprites16"
 HEADLINE = ("c2st_accuracy", "c2st_auc", "frechet_distance_patterns", "kid_patterns")
 GOOD = {"sampler": "euler_ancestral", "steps": 30}
 BAD = {"sampler": "heun", "steps": 5}
+# Far too few steps for any model: the floor test must not fail because the model got better.
+POOR = {"sampler": "heun", "steps": 3}
 # The setting at which another model is compared with the shipped one (--extra).
 COMMON = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 2.0}
 
@@ -63,8 +66,10 @@ def above_floor(report: dict[str, Any], metric: str) -> float:
 
 @needs_data
 def test_real_sprites_beat_the_shipped_model() -> None:
-    # heun 5 is the cheapest sampler; 48 per label (288 sprites) decides it at 95%.
-    report = measure(MODEL, 48, [0], **BAD)
+    # 48 per label (288 sprites) and one seed keep it under half a minute. The pattern Frechet
+    # distance is the noisiest figure here: heun 5 on the model of 2026-12-06 sat at z 0.5-2.5
+    # above its floor depending on the seed, heun 3 at z 2.0-4.1 over seeds 0-3 (2.96 at seed 0).
+    report = measure(MODEL, 48, [0], **POOR)
     for metric in HEADLINE:
         assert above_floor(report, metric) > 1.96, (metric, report[metric])
     c2st = report["c2st_accuracy"]
