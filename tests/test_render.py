@@ -89,6 +89,43 @@ def test_snapping_lands_every_pixel_on_the_palette():
     assert render.apply_palette(odd, "data", PALETTE)[0, 0, 0].tolist() == [255, 255, 255]
 
 
+REDS = np.array([[211, 69, 73], [172, 50, 50]], np.uint8)  # one palette step apart in OKLab
+
+
+def red_sprite() -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([PALETTE, REDS[1:]]), np.tile(REDS[0], (1, 16, 16, 1))
+
+
+def test_a_few_stray_pixels_do_not_earn_a_palette_colour():
+    palette, sprite = red_sprite()
+    # Noise pushed 3 pixels just past the middle between the two reds: alone, each would snap
+    # to the second red.
+    stray = np.array([187, 57, 59], np.uint8)
+    alone = render.apply_palette(stray[None, None, None], "data", palette)
+    assert alone[0, 0, 0].tolist() == REDS[1].tolist()
+    lab = render.to_oklab(np.stack([stray, REDS[0]]))
+    assert 3 * ((lab[0] - lab[1]) ** 2).sum() < render.PALETTE_COLOUR_COST
+    sprite[0, 5, 5:8] = stray
+    assert (render.apply_palette(sprite, "data", palette) == REDS[0]).all()
+    # A row (16 pixels) drawn in the second red, with a little noise, pays for its place.
+    _, sprite = red_sprite()
+    sprite[0, 9] = REDS[1] + [2, 1, 2]
+    snapped = render.apply_palette(sprite, "data", palette)
+    assert (snapped[0, 9] == REDS[1]).all() and (np.delete(snapped[0], 9, 0) == REDS[0]).all()
+
+
+def test_a_sprite_already_in_the_palette_comes_back_unchanged():
+    # One pixel of the second red would not pay for its place if it were noise, but a colour
+    # a sprite has exactly is an artist's choice (a highlight), not noise.
+    palette, sprite = red_sprite()
+    sprite[0, 3, 3] = REDS[1]
+    assert np.array_equal(render.apply_palette(sprite, "data", palette), sprite)
+    rgba = np.concatenate([sprite, np.full((1, 16, 16, 1), 255, np.uint8)], -1)
+    assert np.array_equal(render.apply_palette(rgba, palette), rgba)
+    sprite[0, 3, 3] += 1  # now it is noise: it joins the red around it
+    assert (render.apply_palette(sprite, "data", palette) == REDS[0]).all()
+
+
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_k_colours_means_at_most_k(k):
     _, noisy = noisy_palette_sprites()
@@ -184,3 +221,33 @@ def test_latent_channels_maps_a_fixed_range_one_grey_tile_per_channel():
         render.latent_channels(latent[None])
     with pytest.raises(ValueError, match="span must be a positive number"):
         render.latent_channels(latent, span=0)
+
+
+def noisy_with_strays() -> tuple[np.ndarray, np.ndarray]:
+    """Noisy palette sprites, each with 3 red pixels just nearer the second red (a stray colour
+    the default cost leaves out), and the palette with that second red."""
+    palette, _ = red_sprite()
+    _, noisy = noisy_palette_sprites()
+    noisy[:, 0, :3] = [187, 57, 59]
+    return palette, noisy
+
+
+def test_colour_cost_zero_is_the_pixel_by_pixel_snap():
+    palette, noisy = noisy_with_strays()
+    lab, palette_lab = render.to_oklab(noisy), render.to_oklab(palette)
+    nearest = palette[((lab[..., None, :] - palette_lab) ** 2).sum(-1).argmin(-1)]
+    assert (nearest[:, 0, :3] == REDS[1]).all()
+    assert np.array_equal(render.snap_to_palette(noisy, palette, colour_cost=0), nearest)
+    assert not np.array_equal(render.snap_to_palette(noisy, palette), nearest)
+
+
+def test_the_palette_benchmark_measures_the_stage_the_app_applies():
+    from benchmarks.palette_stage import snap
+
+    palette, noisy = noisy_with_strays()
+    alpha = np.where(np.random.default_rng(2).random(noisy.shape[:3]) < 0.3, 0, 255)
+    alpha[:, 0, :3] = 255
+    rgba = render.harden_alpha(np.concatenate([noisy, alpha[..., None].astype(np.uint8)], -1))
+    expected = render.apply_palette(rgba, "data", palette)
+    assert np.array_equal(snap(rgba, palette, render.PALETTE_COLOUR_COST), expected)
+    assert not np.array_equal(snap(rgba, palette, 0), expected)

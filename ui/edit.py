@@ -104,8 +104,8 @@ def repaint_palette(
     pipe: SpritePipeline, sprite: np.ndarray, palette: render.Palette
 ) -> render.Palette:
     """The palette stage a repaint of ``sprite`` may take: a repaint keeps every pixel left
-    alone exactly, so only the training palette (which snaps pixel by pixel) and only when
-    the sprite is already in it; None (raw) otherwise."""
+    alone exactly, so only the training palette (which keeps every colour a sprite has
+    exactly) and only when the sprite is already in it; None (raw) otherwise."""
     if palette != "data":  # a colour count looks at the whole sprite, kept pixels included
         return None
     snapped = render.apply_palette(sprite[None], palette, pipe.palette)[0]
