@@ -3,10 +3,12 @@ several colour costs (``render.PALETTE_COLOUR_COST``), on the same samples.
 
     python -m benchmarks.palette_stage --data ../shared/data/dawnlike16
         [--model weights/sprites16] [--costs 0,0.02,0.05,0.1,0.2] [--n 100] [--seeds 0,1,2]
+        [--sampler NAME --steps N]
 
-Each seed's sprites are drawn once at the model's defaults, then every colour cost snaps them
-to the training palette and the evaluator measures the result (composited on white), beside the
-raw output. Cost 0 keeps every palette colour any pixel is nearest to: the pixel-by-pixel snap.
+Each seed's sprites are drawn once (at the model's defaults unless ``--sampler``/``--steps``),
+then every colour cost snaps them to the training palette and the evaluator measures the result
+(composited on white), beside the raw output. Cost 0 keeps every palette colour any pixel is
+nearest to: the pixel-by-pixel snap.
 """
 
 from __future__ import annotations
@@ -37,19 +39,6 @@ class _Replay:
         return self.stage(self.drawn[key])
 
 
-def snap(images: np.ndarray, palette: np.ndarray, cost: float) -> np.ndarray:
-    """The "data" stage of :func:`diffusion.render.apply_palette` with another colour cost."""
-    if images.shape[-1] == 3:
-        return render.snap_to_palette(images, palette, cost)
-    out = images.copy()
-    for sprite in out:
-        opaque = sprite[..., 3] >= 128
-        sprite[..., :3][opaque] = render.snap_to_palette(
-            sprite[..., :3][opaque][None], palette, cost
-        )[0]
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.palette_stage", description=__doc__)
     parser.add_argument("--data", required=True)
@@ -57,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--costs", default="0,0.02,0.05,0.1,0.2")
     parser.add_argument("--n", type=int, default=100, help="sprites per label")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--sampler", help="default: the model's")
+    parser.add_argument("--steps", type=int, help="default: the model's for the sampler")
     args = parser.parse_args(argv)
     pipe = SpritePipeline.from_pretrained(args.model)
     if pipe.palette is None:
@@ -69,9 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     stages = [("raw", None)] + [(f"cost {c}", float(c)) for c in args.costs.split(",")]
     for name, cost in stages:
         replay.stage = (
-            (lambda x: x) if cost is None else (lambda x, c=cost: snap(x, pipe.palette, c))
+            (lambda x: x)
+            if cost is None
+            else (lambda x, c=cost: render.apply_palette(x, "data", pipe.palette, colour_cost=c))
         )
-        report = evaluate(replay, data, n_per_label=args.n, seed=seeds)
+        report = evaluate(
+            replay, data, n_per_label=args.n, seed=seeds, sampler=args.sampler, steps=args.steps
+        )
         figure = {k: report[k]["generated"] for k in (
             "c2st_accuracy", "c2st_auc", "kid_patterns", "frechet_distance_patterns",
             "frechet_distance",

@@ -335,11 +335,13 @@ def apply_palette(
     palette: Palette,
     data_colours: np.ndarray | None = None,
     lock: bool = False,
+    colour_cost: float = PALETTE_COLOUR_COST,
 ) -> np.ndarray:
     """The palette stage: ``None`` leaves uint8 sprites as they are, ``"data"`` snaps them to
     ``data_colours`` (a model's training palette), an int k leaves at most k colours a sprite
     (with ``lock``, at most k in the whole batch: one palette shared by every sprite), and a
-    fixed palette (see :mod:`diffusion.palettes`) snaps them to its colours.
+    fixed palette (see :mod:`diffusion.palettes`) snaps them to its colours, each sprite using
+    only the colours that earn ``colour_cost`` (:func:`snap_to_palette`; 0 snaps pixel by pixel).
     Only opaque pixels of RGBA sprites are touched: transparent ones have no colour."""
     check_palette(palette, data_colours)
     check_lock(palette, lock)
@@ -349,9 +351,10 @@ def apply_palette(
     if lock:
         palette = palettes.lock(images, int(palette))  # type: ignore[arg-type]
     if palettes.is_fixed(palette):
-        stage = functools.partial(snap_to_palette, palette=palettes.load(palette))  # type: ignore[arg-type]
+        colours = palettes.load(palette)  # type: ignore[arg-type]
+        stage = functools.partial(snap_to_palette, palette=colours, colour_cost=colour_cost)
     elif isinstance(palette, str):
-        stage = functools.partial(snap_to_palette, palette=data_colours)
+        stage = functools.partial(snap_to_palette, palette=data_colours, colour_cost=colour_cost)
     else:
         stage = functools.partial(reduce_colours, k=int(palette))
     if images.shape[-1] == 3:

@@ -239,15 +239,12 @@ def test_colour_cost_zero_is_the_pixel_by_pixel_snap():
     assert (nearest[:, 0, :3] == REDS[1]).all()
     assert np.array_equal(render.snap_to_palette(noisy, palette, colour_cost=0), nearest)
     assert not np.array_equal(render.snap_to_palette(noisy, palette), nearest)
-
-
-def test_the_palette_benchmark_measures_the_stage_the_app_applies():
-    from benchmarks.palette_stage import snap
-
-    palette, noisy = noisy_with_strays()
+    # The same through the stage, for RGBA sprites: only their opaque pixels, sprite by sprite.
     alpha = np.where(np.random.default_rng(2).random(noisy.shape[:3]) < 0.3, 0, 255)
     alpha[:, 0, :3] = 255
     rgba = render.harden_alpha(np.concatenate([noisy, alpha[..., None].astype(np.uint8)], -1))
-    expected = render.apply_palette(rgba, "data", palette)
-    assert np.array_equal(snap(rgba, palette, render.PALETTE_COLOUR_COST), expected)
-    assert not np.array_equal(snap(rgba, palette, 0), expected)
+    opaque = rgba[..., 3] == 255
+    snapped = render.apply_palette(rgba, "data", palette, colour_cost=0)
+    assert np.array_equal(snapped[opaque][:, :3], nearest[opaque])
+    assert (snapped[~opaque] == render.TRANSPARENT).all()
+    assert not np.array_equal(render.apply_palette(rgba, "data", palette), snapped)
