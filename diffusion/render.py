@@ -240,8 +240,8 @@ def _earning_colours(error: np.ndarray, counts: np.ndarray, colour_cost: float) 
     """The palette indices a sprite keeps: start from those its colours are nearest to, then
     drop the cheapest one at a time (backward elimination) while it costs under
     ``colour_cost``. ``error`` is (colours, palette) squared distances."""
-    kept = np.unique(error.argmin(1))
-    exact = np.unique(error.argmin(1)[error.min(1) == 0])
+    nearest = error.argmin(1)
+    kept, exact = np.unique(nearest), np.unique(nearest[error.min(1) == 0])
     while len(kept) > 1:
         near = error[:, kept]
         nearest = near.argmin(1)

@@ -90,6 +90,7 @@ def test_snapping_lands_every_pixel_on_the_palette():
 
 
 REDS = np.array([[211, 69, 73], [172, 50, 50]], np.uint8)  # one palette step apart in OKLab
+STRAY = np.array([187, 57, 59], np.uint8)  # just past the middle, nearer the second red
 
 
 def red_sprite() -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +101,11 @@ def test_a_few_stray_pixels_do_not_earn_a_palette_colour():
     palette, sprite = red_sprite()
     # Noise pushed 3 pixels just past the middle between the two reds: alone, each would snap
     # to the second red.
-    stray = np.array([187, 57, 59], np.uint8)
-    alone = render.apply_palette(stray[None, None, None], "data", palette)
+    alone = render.apply_palette(STRAY[None, None, None], "data", palette)
     assert alone[0, 0, 0].tolist() == REDS[1].tolist()
-    lab = render.to_oklab(np.stack([stray, REDS[0]]))
+    lab = render.to_oklab(np.stack([STRAY, REDS[0]]))
     assert 3 * ((lab[0] - lab[1]) ** 2).sum() < render.PALETTE_COLOUR_COST
-    sprite[0, 5, 5:8] = stray
+    sprite[0, 5, 5:8] = STRAY
     assert (render.apply_palette(sprite, "data", palette) == REDS[0]).all()
     # A row (16 pixels) drawn in the second red, with a little noise, pays for its place.
     _, sprite = red_sprite()
@@ -228,7 +228,7 @@ def noisy_with_strays() -> tuple[np.ndarray, np.ndarray]:
     the default cost leaves out), and the palette with that second red."""
     palette, _ = red_sprite()
     _, noisy = noisy_palette_sprites()
-    noisy[:, 0, :3] = [187, 57, 59]
+    noisy[:, 0, :3] = STRAY
     return palette, noisy
 
 
