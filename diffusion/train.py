@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr as a share of --lr")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--p-uncond", type=float, default=0.1, help="context dropout probability")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="dropout in every residual block (0.1 is DDPM's on CIFAR-10): against learning a "
+        "small dataset by heart",
+    )
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
     p.add_argument("--p-alt-frame", type=float, default=0.5, help="use the 2nd animation frame")
     p.add_argument(
@@ -233,6 +240,7 @@ class Trainer:
             prediction=args.prediction,
             attention=tuple(int(level) for level in args.attention.split(",") if level.strip()),
             self_condition=args.self_cond > 0,
+            dropout=args.dropout,
         )
         self.clip, self.text, self.tokens = None, None, None
         if args.text_encoder:
@@ -249,7 +257,7 @@ class Trainer:
         if args.init:
             self.prior = init_from(self.model, args.init)
         self.model.to(self.device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         # channels_last makes oneDNN's CPU convolutions about 20% faster at these sizes (DDP's
         # gradient buckets want the default layout).
         cpu_alone = self.device.type == "cpu" and self.world == 1
@@ -658,7 +666,8 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
     """
     pipe = SpritePipeline.from_pretrained(folder, device="cpu")
     ours, theirs = model.config.to_dict(), pipe.model.config.to_dict()
-    growable = {"text_dim", "in_channels", "low_res", "cross_attention"}
+    # Dropout holds no weights, so a continuation may add or change it.
+    growable = {"text_dim", "in_channels", "low_res", "cross_attention", "dropout"}
     differ = sorted(k for k in ours if k not in growable and ours[k] != theirs.get(k))
     other_upscaler = theirs.get("low_res", 0) not in (0, ours["low_res"])
     if differ or other_upscaler or ours["in_channels"] < theirs["in_channels"]:
@@ -697,7 +706,7 @@ def _inherited_sampling(defaults: dict, folder: Path) -> dict:
 # Flags a resumed run must repeat: they shape the network, its schedule or the data it learns.
 RESUME_FLAGS = (
     "data", "split", "alpha", "channels", "blocks", "attention", "prediction", "self_cond",
-    "text_encoder", "cross_attention", "autoencoder", "upscale", "schedule", "T",
+    "text_encoder", "cross_attention", "autoencoder", "upscale", "schedule", "T", "dropout",
 )  # fmt: skip
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from diffusion import ContextUnet, UnetConfig
@@ -80,3 +81,20 @@ def test_the_network_traces_as_one_graph_for_torch_compile():
         torch._dynamo.reset()
         report = torch._dynamo.explain(model)(x, t, c, circular=circular)
         assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
+def test_dropout_acts_in_training_only_and_holds_no_weights():
+    plain, dropping = small(), small(dropout=0.5)
+    assert plain.state_dict().keys() == dropping.state_dict().keys()
+    dropping.load_state_dict(plain.state_dict())
+    x, t, c = torch.randn(2, 3, 16, 16), torch.tensor([5.0, 300.0]), torch.eye(4)[:2]
+    # Sampling (eval mode) is the same network with or without it.
+    torch.testing.assert_close(dropping(x, t, c), plain(x, t, c))
+    dropping.train()
+    torch.manual_seed(1)
+    first = dropping(x, t, c)
+    assert not torch.allclose(first, dropping(x, t, c))
+    assert not torch.allclose(first, plain(x, t, c))
+    for bad in (1.0, -0.1, "0.1"):
+        with pytest.raises(ValueError, match="dropout must be a number in"):
+            UnetConfig(dropout=bad)

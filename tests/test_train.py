@@ -269,7 +269,10 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
     config["sampling"]["sampler_steps"] = {"euler_churn": 7, "heun": 3}
     (first / "config.json").write_text(json.dumps(config))
     more = tmp_path / "more"
-    common = args(data_dir, more, "--init", str(first), "--alpha", "--sample-every", "100")
+    # Dropout holds no weights: a continuation may add it.
+    common = args(
+        data_dir, more, "--init", str(first), "--alpha", "--sample-every", "100", "--dropout", "0.2"
+    )
     train.main([*common, "--epochs", "1"])
     # --init is a path: the checkpoint must still load with weights_only=True.
     train.main([*common, "--epochs", "2", "--resume"])
@@ -277,6 +280,7 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
     assert done["steps_done"] == 2 * 3 and done["total_steps"] == 3 + 2 * 3
     assert done["hardware"].startswith("CPU")
     pipe = SpritePipeline.from_pretrained(more)
+    assert pipe.model.config.dropout == 0.2 and not pipe.model.training
     # Kept from the model it continued, saying so, but not the guidance: that is --guidance.
     assert pipe.rgba and pipe.defaults["precision"] == "bf16"
     assert (pipe.defaults["sampler"], pipe.defaults["steps"]) == ("euler_churn", 7)
