@@ -52,6 +52,7 @@ def _sample(args: argparse.Namespace) -> None:
             sampler=args.sampler,
             steps=args.steps,
             guidance=args.guidance,
+            guidance_sigma_min=args.guidance_sigma_min,
             seed=args.seed,
             eta=args.eta,
             spacing=args.spacing,
@@ -141,6 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--guidance", type=float, default=None)
+    s.add_argument(
+        "--guidance-sigma-min",
+        type=float,
+        default=None,
+        help="guidance only at noise levels above this sigma (default: the model's)",
+    )
     s.add_argument("--eta", type=float, default=None)
     s.add_argument("--spacing", default=None, choices=["uniform", "karras"])
     s.add_argument(

@@ -255,7 +255,13 @@ def render_card(
         f"{use}{side}, {depth})\n"
         "```\n",
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
-        f"guidance {sampling.get('guidance')}, {sampling.get('spacing')} spacing, palette stage "
+        f"guidance {sampling.get('guidance')}"
+        + (
+            f" above noise level sigma {floor:g} (none below it)"
+            if (floor := sampling.get("guidance_sigma_min"))
+            else ""
+        )
+        + f", {sampling.get('spacing')} spacing, palette stage "
         f"{sampling.get('palette', 'raw')}, precision {sampling.get('precision', 'fp32')} "
         "(bf16 only where the device has fast bf16).\n",
         "## Model and training\n",

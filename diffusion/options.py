@@ -27,7 +27,13 @@ MAX_RERANK = 16  # candidates per sprite for best-of-N; each one costs a whole r
 GUIDES = ("both", "label", "text")
 # A model without a config (built in code) samples with these; every shipped model's config
 # names its own measured sampler and steps (benchmarks/steps.py).
-FALLBACK = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 1.0, "spacing": "uniform"}
+FALLBACK = {
+    "sampler": "dpmpp_2m",
+    "steps": 20,
+    "guidance": 1.0,
+    "spacing": "uniform",
+    "guidance_sigma_min": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class SamplingOptions:
     sampler: str | None = None
     steps: int | None = None
     guidance: float | None = None
+    # Guidance acts only at noise levels sigma above this; the steps below it run the
+    # conditional network alone (one branch instead of a guided batch). Kynkäänniemi et al.
+    # (2024) limit guidance to an interval of noise levels; docs/speed.md measures which end
+    # matters for these sprites.
+    guidance_sigma_min: float | None = None
     eta: float | None = None
     spacing: str | None = None
     palette: render.Palette = None
@@ -61,6 +72,9 @@ class SamplingOptions:
             raise ValueError(f"steps must be an integer, got {steps!r}")
         schedule.check_steps(int(steps))
         _check_number("guidance", self.guidance, 0.0, MAX_GUIDANCE)
+        _check_number(
+            "guidance_sigma_min", self.guidance_sigma_min, 0.0, float(schedule.sigma(schedule.T))
+        )
         if self.eta is not None:
             _check_number("eta", self.eta, 0.0, 1.0)
             if self.eta != 0 and not spec.uses_eta:
@@ -96,6 +110,7 @@ class SamplingOptions:
             sampler=sampler,
             steps=int(steps),
             guidance=float(self.guidance),
+            guidance_sigma_min=float(self.guidance_sigma_min),
             guidance_text=None if self.guidance_text is None else float(self.guidance_text),
             rerank=int(self.rerank),
         )
@@ -142,17 +157,22 @@ class SamplingOptions:
 def resolve(defaults: Mapping[str, Any], options: SamplingOptions) -> SamplingOptions:
     """Fill the unset choices of ``options`` from a model's ``defaults`` (its config's
     ``sampling`` section): the model's sampler, its measured steps for whichever sampler runs,
-    its guidance and spacing. Not validated: call :meth:`SamplingOptions.validate`."""
+    its guidance (and the noise level it stops at) and spacing. Not validated: call
+    :meth:`SamplingOptions.validate`."""
     sampler = options.sampler or defaults.get("sampler", FALLBACK["sampler"])
     steps = options.steps if options.steps is not None else default_steps(defaults, sampler)
     guidance = options.guidance
     if guidance is None:
         guidance = defaults.get("guidance", FALLBACK["guidance"])
+    sigma_min = options.guidance_sigma_min
+    if sigma_min is None:
+        sigma_min = defaults.get("guidance_sigma_min", FALLBACK["guidance_sigma_min"])
     return replace(
         options,
         sampler=sampler,
         steps=steps,
         guidance=guidance,
+        guidance_sigma_min=sigma_min,
         spacing=options.spacing or defaults.get("spacing", FALLBACK["spacing"]),
     )
 

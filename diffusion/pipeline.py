@@ -395,6 +395,7 @@ class SpritePipeline:
         negative: _Words | None = None,
         record: list[tuple[Tensor, ...]] | None = None,
         low: Tensor | None = None,
+        guidance_sigma_min: float = 0.0,
     ):
         """eps(x, sigma) in the sigma view, with batched classifier-free guidance.
 
@@ -408,28 +409,43 @@ class SpritePipeline:
         network with circular padding (see :func:`_tiling`). Given a
         ``record`` list, every call appends (x, sigma, eps_cond, eps_uncond, eps), running
         both branches whatever the scale. ``low`` is an upscaler's low-resolution input.
+        At noise levels ``sigma <= guidance_sigma_min`` the conditions act at scale 1, without
+        guidance: the conditional network alone (every nonzero scale set to 1).
         """
-        plan = _guidance(
-            guidance,
-            guidance_text,
-            guide,
-            bool(context.any()),
-            text is not None,
-            negative is not None,
-            split=record is not None,
-        )
-        if record is not None and plan.cond == plan.uncond:
+
+        def inputs(scale: float, scale_text: float | None):
+            """The plan of guidance at these scales, and its branches' batched inputs."""
+            plan = _guidance(
+                scale,
+                scale_text,
+                guide,
+                bool(context.any()),
+                text is not None,
+                negative is not None,
+                split=record is not None,
+            )
+            words = None
+            if text is not None or negative is not None:
+                blank = (text if text is not None else negative).blank()
+                of = {"prompt": blank if text is None else text, "none": blank}
+                if negative is not None:
+                    of["none"] = negative
+                words = _Words.cat([of[w] for _, w in plan.branches])
+            labels = torch.cat(
+                [context if label else torch.zeros_like(context) for label, _ in plan.branches]
+            )
+            return plan, labels, words
+
+        guided = inputs(guidance, guidance_text)
+        if guided[0].cond == guided[0].uncond and record is not None:
             raise ValueError("branches=True needs something to guide by: a label or a prompt")
-        copies = len(plan.branches)
-        if text is not None or negative is not None:
-            blank = (text if text is not None else negative).blank()
-            words = {"prompt": blank if text is None else text, "none": blank}
-            if negative is not None:
-                words["none"] = negative
-            text = _Words.cat([words[w] for _, w in plan.branches])
-        context = torch.cat(
-            [context if label else torch.zeros_like(context) for label, _ in plan.branches]
-        )
+        plain = guided
+        # Compared in float32, as the samplers walk the sigmas: a floor at a schedule's sigma
+        # then holds that step too.
+        floor = float(torch.tensor(guidance_sigma_min, dtype=torch.float32))
+        if floor > 0:
+            text_scale = None if guidance_text is None else float(guidance_text != 0)
+            plain = inputs(float(guidance != 0), text_scale)
         config = getattr(self.model, "config", None)
         prediction = getattr(config, "prediction", "eps")
         self_condition = getattr(config, "self_condition", False)
@@ -439,13 +455,15 @@ class SpritePipeline:
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             nonlocal x0_prev
+            plan, context, words = guided if float(sigma) > floor else plain
+            copies = len(plan.branches)
             model_in = objectives.vp_input(x, sigma)
             if copies > 1:
                 model_in = torch.cat([model_in] * copies)
             s = float(sigma)
             t = timestep[s] if s in timestep else float(self.schedule.t_from_sigma(s))
             t = torch.full((len(model_in),), t, device=self.device)
-            extra = text.inputs() if text is not None else {}
+            extra = words.inputs() if words is not None else {}
             if low is not None:
                 extra["low"] = torch.cat([low] * copies)
             if self_condition:
@@ -479,6 +497,7 @@ class SpritePipeline:
         spacing: str | None = None,
         palette: render.Palette = None,
         noise: Tensor | np.ndarray | None = None,
+        guidance_sigma_min: float | None = None,
         image: np.ndarray | Image.Image | None = None,
         strength: float | None = None,
         mask: np.ndarray | None = None,
@@ -504,7 +523,9 @@ class SpritePipeline:
         warning names them. ``guidance_text`` gives the prompt its own guidance scale, and
         ``guidance`` is then the label's (dual guidance, see :func:`_guidance`);
         ``negative_prompt`` ("blurry", or n of them) is what guidance steers away from: it
-        takes the place of "no text" in the unconditional branch.
+        takes the place of "no text" in the unconditional branch. ``guidance_sigma_min`` limits
+        guidance to the noise levels above it (Kynkäänniemi et al. 2024): the steps at or below
+        it run the conditional network alone, one branch instead of a guided batch.
 
         ``rerank=N`` (best of N) draws N candidates of each sprite and keeps the one whose
         SpriteCLIP score against its prompt is highest: the frames before the last hold all
@@ -559,6 +580,7 @@ class SpritePipeline:
             sampler=sampler,
             steps=steps,
             guidance=guidance,
+            guidance_sigma_min=guidance_sigma_min,
             eta=eta,
             spacing=spacing,
             palette=palette,
@@ -625,6 +647,7 @@ class SpritePipeline:
             negative,
             record,
             low,
+            opts.guidance_sigma_min,
         )
         if keep is not None:
             denoise = _repaint(denoise, source, keep, draw)

@@ -226,7 +226,13 @@ class Toy:
         the pipeline runs it on sprites (same sigmas, start scaling and eta default), with
         the exact denoiser for a network. Raises ValueError naming a bad choice."""
         options = SamplingOptions(
-            sampler=sampler, steps=steps, guidance=1.0, eta=eta, spacing=spacing, seed=seed
+            sampler=sampler,
+            steps=steps,
+            guidance=1.0,
+            guidance_sigma_min=0.0,
+            eta=eta,
+            spacing=spacing,
+            seed=seed,
         ).validate(self.schedule)
         _check_points(n)
         spec = SAMPLERS[options.sampler]

@@ -34,6 +34,10 @@ def test_sample_command_writes_png_and_gif(tiny_pipe, tmp_path):
         str(tmp_path / "b.png"),
         "--scale",
         "2",
+        "--guidance",
+        "3",
+        "--guidance-sigma-min",
+        "1.0",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
@@ -43,7 +47,7 @@ def test_sample_command_writes_png_and_gif(tiny_pipe, tmp_path):
     assert gif.shape[0] == 6
     # The sheet shows what the API returns for the same arguments.
     expected = SpritePipeline.from_pretrained(tmp_path / "m").generate(
-        "b", n=4, sampler="ddim", steps=6, seed=0
+        "b", n=4, sampler="ddim", steps=6, seed=0, guidance=3.0, guidance_sigma_min=1.0
     )
     np.testing.assert_array_equal(sheet[0:16:2, 0:16:2], expected[0])
 

@@ -221,7 +221,10 @@ def boundary_jumps(images: np.ndarray) -> np.ndarray:
 
 def test_tileable_terrain_has_seams_no_rougher_than_its_inside():
     pipe = SpritePipeline.from_pretrained(DEFAULT_MODEL, device="cpu")
+    # The whole setting is pinned, guidance at every step included, so that a change of the
+    # model's defaults does not move the measurement.
     kind = {"sampler": "dpmpp_2m", "steps": 6, "seed": 0, "palette": "data"}
+    kind["guidance_sigma_min"] = 0.0
     # 16 tiles: with 8, one seed's plain tiles happened to wrap almost smoothly (1.16x).
     plain = pipe.generate("terrain", n=16, **kind)
     tiles = pipe.generate("terrain", n=16, tileable=True, **kind)

@@ -78,6 +78,33 @@ def test_branches_need_something_to_guide_by(pipe: SpritePipeline):
         next(iter(pipe.stream(None, guidance=3.0, branches=True, **RUN)))
 
 
+def test_guidance_acts_only_above_its_noise_floor(pipe: SpritePipeline):
+    sigmas = pipe.schedule.sigmas(RUN["steps"]).tolist()  # call i runs at sigmas[i]
+    floor = (sigmas[2] + sigmas[3]) / 2
+    parts = [
+        f.branches
+        for f in pipe.stream("hero", guidance=3.0, guidance_sigma_min=floor, branches=True, **RUN)
+    ]
+    for i, b in enumerate(parts):
+        want = b.eps_uncond + 3 * (b.eps_cond - b.eps_uncond) if i < 3 else b.eps_cond
+        np.testing.assert_allclose(b.eps, want, atol=1e-5)
+        assert np.abs(b.eps_cond - b.eps_uncond).mean() > 0.01
+    floored = pipe.generate("hero", guidance=3.0, guidance_sigma_min=floor, **RUN)
+    guided = pipe.generate("hero", guidance=3.0, **RUN)
+    assert np.abs(floored.astype(int) - guided).mean() > 1
+    # No guidance anywhere (the floor at the top noise level) is the conditional model alone.
+    top = pipe.generate("hero", guidance=3.0, guidance_sigma_min=sigmas[0], **RUN)
+    assert np.array_equal(top, pipe.generate("hero", guidance=1.0, **RUN))
+    # A model's default floor is used when the run sets none.
+    pipe.defaults["guidance_sigma_min"] = floor
+    try:
+        assert np.array_equal(pipe.generate("hero", guidance=3.0, **RUN), floored)
+    finally:
+        pipe.defaults["guidance_sigma_min"] = 0.0
+    with pytest.raises(ValueError, match="guidance_sigma_min must be a number from 0 to"):
+        pipe.generate("hero", guidance_sigma_min=-1.0, **RUN)
+
+
 # -- the Guidance tab ---------------------------------------------------------------------------
 
 

@@ -275,6 +275,7 @@ def evaluate_palettes(
         "sampler": sampler,
         "steps": steps,
         "guidance": guidance if guidance is not None else _default_guidance(pipe),
+        "guidance_sigma_min": getattr(pipe, "defaults", {}).get("guidance_sigma_min", 0.0),
         "classifier": str(classifier_path),
         "bf16": bool(getattr(pipe, "bf16", False)),
     }

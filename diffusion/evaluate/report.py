@@ -49,6 +49,8 @@ def format_report(report: dict[str, Any]) -> str:
     c2st = report["c2st_accuracy"]
     crisp = report["crispness"]
     guidance = "default" if report["guidance"] is None else report["guidance"]
+    if floor := report.get("guidance_sigma_min"):
+        guidance = f"{guidance} above sigma {floor:g}"
     res = report["resolution"]
     seeds = report["seed"]
     seed_text = f"seed {seeds}" if isinstance(seeds, int) else f"mean of seeds {seeds}"
@@ -156,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="default: the model's for the sampler")
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
     parser.add_argument(
+        "--guidance-sigma-min",
+        type=float,
+        help="guidance only at noise levels above this sigma (default: the model's)",
+    )
+    parser.add_argument(
         "--seeds", default="0,1,2", help="evaluation seeds, comma-separated; figures are means"
     )
     parser.add_argument("--seed", type=int, help="a single evaluation seed (replaces --seeds)")
@@ -213,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {args.model} is an upscaler: measure it with benchmarks.upscale\n")
     if args.precision:
         pipe.defaults["precision"] = args.precision
+    if args.guidance_sigma_min is not None:
+        pipe.defaults["guidance_sigma_min"] = args.guidance_sigma_min
     try:
         seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
         stages = args.palette or render.palette_name(pipe.defaults.get("palette"))
