@@ -126,6 +126,19 @@ def test_the_view_shows_the_pictures_and_says_what_they_are(tab: GuidanceTab):
     assert tab.first_look(out["x0"], "tiny", "creature", 4.0, 2, 0) == {}
 
 
+def test_the_view_guides_every_step_whatever_the_models_floor(tab: GuidanceTab):
+    pipe = tab.studio.pipe("tiny")
+    last = steps_of(pipe)[1]
+    everywhere = tab.show("tiny", "creature", 4.0, last, 0)
+    pipe.defaults["guidance_sigma_min"] = float(pipe.schedule.sigma(pipe.schedule.T))
+    try:
+        floored = tab.show("tiny", "creature", 4.0, last, 0)
+    finally:
+        pipe.defaults["guidance_sigma_min"] = 0.0
+    for key in ("x0", "eps"):
+        assert Path(floored[key]).read_bytes() == Path(everywhere[key]).read_bytes()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -115,7 +115,10 @@ class GuidanceTab:
         sampler, steps = steps_of(pipe)
         request = validate_request(pipe, label, sampler, steps, guidance, seed, 1)
         at = whole(step, "Step", 1, request.steps)
-        for frame in pipe.stream(**request.stream_options(), branches=True):
+        # Guidance at every step, whatever the model's guidance_sigma_min: the tab shows what
+        # the scale does at the step picked.
+        run = {**request.stream_options(), "guidance_sigma_min": 0.0}
+        for frame in pipe.stream(**run, branches=True):
             if frame.step == at:
                 break
         g = request.guidance
