@@ -88,7 +88,13 @@ def model_info(name: str, pipe: SpritePipeline) -> str:
         f"**{name}**: {pipe.resolution}×{pipe.resolution} sprites{latent}, labels "
         f"{', '.join(pipe.labels)}; {pipe.schedule.kind} schedule, T = {pipe.schedule.T}; "
         f"recommended {sampler}, {default_steps(pipe, sampler)} steps, guidance "
-        f"{pipe.defaults['guidance']:g}."
+        f"{pipe.defaults['guidance']:g}"
+        + (
+            f" above noise level σ {floor:g}"
+            if (floor := pipe.defaults["guidance_sigma_min"])
+            else ""
+        )
+        + "."
     )
 
 

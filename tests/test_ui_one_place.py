@@ -107,7 +107,10 @@ def test_every_default_comes_from_the_model(tmp_path: Path):
     assert (edit.sampler.value, edit.steps.value, edit.guidance.value) == ("plms", 33, 4.5)
     assert (morph.sampler.value, morph.steps.value, morph.guidance.value) == ("plms", 33, 4.5)
     assert compare.samplers.value[0] == "plms" and compare.guidance.value == 4.5
-    assert "recommended plms, 33 steps, guidance 4.5" in app.model_info("custom", pipe)
+    assert "recommended plms, 33 steps, guidance 4.5." in app.model_info("custom", pipe)
+    pipe.defaults["guidance_sigma_min"] = 1.5
+    assert "guidance 4.5 above noise level σ 1.5." in app.model_info("custom", pipe)
+    pipe.defaults["guidance_sigma_min"] = 0.0
     # Examples may name other samplers, with the model's steps for them and its guidance.
     rows = {row[1]: row for row in gen.example_rows(pipe)}
     assert rows["plms"][2:4] == [33, 4.5] and rows["ddim"][2:4] == [12, 4.5]
