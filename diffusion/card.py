@@ -35,9 +35,12 @@ def _metrics_section(m: dict, name: str) -> str:
     variants = m.get("variants") or {m.get("palette", "raw"): m}
     seeds = m["seed"] if isinstance(m["seed"], list) else [m["seed"]]
     seed_flag = f"--seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else f"--seed {seeds[0]}"
+    floor = m.get("guidance_sigma_min")
     command = (
         f"python -m diffusion.evaluate {name} --data {m['data']} --n {m['n_per_label']} "
-        f"--sampler {m['sampler']} --steps {m['steps']} --guidance {m['guidance']} {seed_flag}"
+        f"--sampler {m['sampler']} --steps {m['steps']} --guidance {m['guidance']} "
+        + (f"--guidance-sigma-min {floor:g} " if floor else "")
+        + seed_flag
         + (f" --palette {','.join(variants)}" if len(variants) > 1 else "")
     )
 
@@ -124,7 +127,8 @@ def _metrics_section(m: dict, name: str) -> str:
     return (
         "## Evaluation\n\n"
         f"{m['n_per_label']} sprites per label, {m['sampler']}, {m['steps']} steps, guidance "
-        f"{m['guidance']}, {seed_text}; generated figures (± one standard error) with their "
+        f"{m['guidance']}" + (f" above noise level sigma {floor:g}" if floor else "") + f", "
+        f"{seed_text}; generated figures (± one standard error) with their "
         "ratio to the real reference in brackets. The figures are explained in the project's "
         "docs/evaluation.md; a model of transparency is measured composited on white.\n\n"
         + "\n".join(lines)

@@ -51,8 +51,15 @@ def test_card_shows_crispness_for_each_palette_stage(tiny_pipe, tmp_path):
     assert "| colours per sprite | 9.000 (held-out) | 27.000 (3.00x) | 9.900 (1.10x) |" in card
     assert "| flat neighbour pairs | 0.600 (held-out) | 0.450 (0.75x) | 0.600 (1.00x) |" in card
     assert "mean of seeds 0, 1, 2" in card and "--seeds 0,1,2 --palette raw,data" in card
+    assert "--guidance 2.0 --seeds" in card and "above noise level" not in card
     assert "training split only" in card
     assert "Memorising" not in card
+    # Measured with guidance stopping at a noise level: the card says so, and its command too.
+    floored = {**raw, "guidance_sigma_min": 1.0}
+    (folder / "eval.json").write_text(json.dumps({**floored, "variants": {"raw": floored}}))
+    card = write_model_card(folder).read_text()
+    assert "20 steps, guidance 2.0 above noise level sigma 1, mean of seeds" in card
+    assert "--guidance 2.0 --guidance-sigma-min 1 --seeds 0,1,2" in card
 
 
 def test_data_credit_is_the_readmes_licence_section(tmp_path):
