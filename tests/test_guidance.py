@@ -197,3 +197,18 @@ def test_api_guidance_and_toy_return_pictures(server: str):
         assert im.format == "GIF" and im.n_frames > 10
     with pytest.raises(AppError, match="Tick at least one sampler"):
         client.predict(shape="ring", samplers=[], steps=4, points=50, t=20, seed=0, api_name="/toy")
+
+
+def test_the_status_line_names_the_models_guidance_floor(pipe: SpritePipeline):
+    from ui.run import validate_request
+
+    def status(guidance: float) -> str:
+        return validate_request(pipe, "hero", "ddim", 5, guidance, 0, 1).describe()
+
+    assert "· guidance 3 (label) ·" in status(3.0)
+    pipe.defaults["guidance_sigma_min"] = 0.5
+    try:
+        assert "· guidance 3 (label) above σ 0.5 ·" in status(3.0)
+        assert "· guidance 1 ·" in status(1.0)  # nothing to stop
+    finally:
+        pipe.defaults["guidance_sigma_min"] = 0.0

@@ -422,6 +422,7 @@ class Request:
     exports: int | None = None  # the scale of the game downloads; None: the GIF and PNG only
     guidance_text: float | None = None  # the prompt's own guidance scale
     negative_prompt: str | None = None  # what guidance steers away from
+    guidance_sigma_min: float = 0.0  # the model's: no guidance at noise levels at or below it
     rerank: int = 1  # best of N: candidates per sprite, SpriteCLIP keeps one
     # For an upscale: the sprites to enlarge, low_res= of SpritePipeline.stream.
     low_res: np.ndarray | None = field(default=None, compare=False)
@@ -470,6 +471,8 @@ class Request:
                 note = "guidance 1"
             else:
                 note = f"guidance {self.guidance:g} ({' + '.join(guided)})"
+        if self.guidance_sigma_min and note not in ("unguided", "guidance 1"):
+            note += f" above σ {self.guidance_sigma_min:g}"
         if self.negative_prompt:
             note += f' · away from "{self.negative_prompt}"'
         if self.rerank > 1:
@@ -566,6 +569,7 @@ def validate_request(
         sampler=options.sampler,
         steps=options.steps,
         guidance=options.guidance,
+        guidance_sigma_min=options.guidance_sigma_min,
         seed=seed,
         n=count,
         eta=options.eta,
