@@ -442,7 +442,7 @@ class SpritePipeline:
         plain = guided
         # Compared in float32, as the samplers walk the sigmas: a floor at a schedule's sigma
         # then holds that step too.
-        floor = float(torch.tensor(guidance_sigma_min, dtype=torch.float32))
+        floor = float(np.float32(guidance_sigma_min))
         if floor > 0:
             text_scale = None if guidance_text is None else float(guidance_text != 0)
             plain = inputs(float(guidance != 0), text_scale)

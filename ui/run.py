@@ -459,9 +459,10 @@ class Request:
         """Which conditions guided the run and how hard, e.g. "guidance 2 (label + text)",
         "guidance label 2, text 3", with the negative prompt and best of N."""
         label, text = self.context is not None, self.prompt is not None
+        above = f" above σ {self.guidance_sigma_min:g}" if self.guidance_sigma_min else ""
         if self.guidance_text is not None:
             scales = [f"label {self.guidance:g}"] if label else []
-            note = "guidance " + ", ".join([*scales, f"text {self.guidance_text:g}"])
+            note = "guidance " + ", ".join([*scales, f"text {self.guidance_text:g}"]) + above
         else:
             texts = text or self.negative_prompt is not None
             guided = [name for name, on in (("label", label), ("text", texts)) if on]
@@ -470,9 +471,7 @@ class Request:
             elif self.guidance == 1:
                 note = "guidance 1"
             else:
-                note = f"guidance {self.guidance:g} ({' + '.join(guided)})"
-        if self.guidance_sigma_min and note not in ("unguided", "guidance 1"):
-            note += f" above σ {self.guidance_sigma_min:g}"
+                note = f"guidance {self.guidance:g} ({' + '.join(guided)}){above}"
         if self.negative_prompt:
             note += f' · away from "{self.negative_prompt}"'
         if self.rerank > 1:
