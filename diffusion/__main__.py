@@ -23,6 +23,10 @@ from . import render
 from .pipeline import UPSCALER, Frame, SpritePipeline
 from .samplers import SAMPLERS
 
+# --palette left out: the model's own palette stage (its config's sampling.palette), as in the
+# app, so the command line shows the sprites the app shows; "--palette raw" asks for the raw pixels.
+_MODEL_PALETTE = object()
+
 
 def _run(stream: Iterator[Frame]) -> list[Frame]:
     """Every frame of a run, with its progress and time on stderr."""
@@ -36,11 +40,15 @@ def _run(stream: Iterator[Frame]) -> list[Frame]:
     return frames
 
 
+def _palette_stage(args: argparse.Namespace, pipe: SpritePipeline) -> render.Palette:
+    return pipe.defaults.get("palette") if args.palette is _MODEL_PALETTE else args.palette
+
+
 def _sample(args: argparse.Namespace) -> None:
     pipe = SpritePipeline.from_pretrained(args.model)
     context = None if args.label in (None, "none") else args.label
     if args.palette_lock is not None:
-        if args.palette not in (None, args.palette_lock):
+        if args.palette not in (_MODEL_PALETTE, args.palette_lock):
             raise ValueError("--palette-lock K is a palette of K colours: leave out --palette")
         args.palette = args.palette_lock
     if context is not None and context.isdigit():
@@ -56,7 +64,7 @@ def _sample(args: argparse.Namespace) -> None:
             seed=args.seed,
             eta=args.eta,
             spacing=args.spacing,
-            palette=args.palette,
+            palette=_palette_stage(args, pipe),
             prompt=args.prompt,
             guide=args.guide,
             guidance_text=args.guidance_text,
@@ -111,7 +119,7 @@ def _upscale(args: argparse.Namespace) -> None:
             sampler=args.sampler,
             steps=args.steps,
             seed=args.seed,
-            palette=args.palette,
+            palette=_palette_stage(args, pipe),
         )
     )
     out = Path(args.out)
@@ -153,10 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument(
         "--palette",
         type=_palette,
-        default=None,
-        help="output stage: 'data' snaps to the model's training palette, K keeps at most K "
-        "colours per sprite, a name (db16, db32, pico8, gameboy), a .hex/.gpl/.png file or "
-        "'#rrggbb,#rrggbb,...' snap to those colours; default raw",
+        default=_MODEL_PALETTE,
+        help="output stage: 'raw' keeps the network's pixels, 'data' snaps to the model's "
+        "training palette, K keeps at most K colours per sprite, a name (db16, db32, pico8, "
+        "gameboy), a .hex/.gpl/.png file or '#rrggbb,#rrggbb,...' snap to those colours; "
+        "default: the model's own (as in the app)",
     )
     s.add_argument(
         "--palette-lock",
@@ -209,7 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument("--sampler", default=None, help="default: the upscaler's")
     u.add_argument("--steps", type=int, default=None)
     u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--palette", type=_palette, default=None, help="output stage, as for sample")
+    u.add_argument(
+        "--palette", type=_palette, default=_MODEL_PALETTE, help="output stage, as for sample"
+    )
     u.add_argument("--scale", type=int, default=1, help="nearest-neighbour enlargement of OUT")
     u.add_argument("--gif", help="also write the denoising animation here")
     args = parser.parse_args(argv)

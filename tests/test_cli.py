@@ -87,6 +87,26 @@ def test_one_step_and_a_palette(tiny_pipe, tmp_path, capsys):
     assert {tuple(c) for c in colours} <= {(255, 255, 255), (0, 0, 0)}
 
 
+def test_sample_command_takes_the_models_palette_stage_unless_told_raw(tiny_pipe, tmp_path):
+    from diffusion.__main__ import main
+
+    tiny_pipe.palette = np.array([[255, 255, 255], [0, 0, 0]], np.uint8)
+    tiny_pipe.defaults["palette"] = "data"
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    model = ["--model", str(tmp_path / "m"), "--steps", "2", "--n", "2", "--scale", "1"]
+    sheets = {}
+    for name, flags in (("default", []), ("raw", ["--palette", "raw"])):
+        png = tmp_path / f"{name}.png"
+        main(["sample", *model, "--png", str(png), "--gif", str(tmp_path / f"{name}.gif"), *flags])
+        sheets[name] = np.asarray(Image.open(png).convert("RGB"))
+    colours = {tuple(c) for c in np.unique(sheets["default"].reshape(-1, 3), axis=0)}
+    assert colours <= {(255, 255, 255), (0, 0, 0)}
+    raw = SpritePipeline.from_pretrained(tmp_path / "m").generate(None, n=2, steps=2, seed=0)
+    assert len(np.unique(raw.reshape(-1, 3), axis=0)) > 2
+    side = raw.shape[1]
+    np.testing.assert_array_equal(sheets["raw"][:side, :side], raw[0])
+
+
 def test_sample_command_writes_under_out_not_the_current_folder(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path / "m")
     work = tmp_path / "work"
