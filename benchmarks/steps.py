@@ -37,7 +37,7 @@ from diffusion import SpritePipeline, render
 from diffusion.data import load_dataset
 from diffusion.device import configure_cpu_threads
 from diffusion.evaluate import evaluate_palettes
-from diffusion.files import atomic_write
+from diffusion.files import atomic_write, write_config
 
 GRID = {
     "euler_ancestral": [15, 20, 30],
@@ -247,7 +247,7 @@ def main() -> None:
         sampling["sampler_steps"] = {**sampling.get("sampler_steps", {}), **per_sampler}
         sampling["sampler"], sampling["steps"] = default["sampler"], default["steps"]
         sampling.pop("measured_on", None)  # measured on this model now, not the one it continued
-        atomic_write(path, json.dumps(config, indent=2))
+        write_config(path, config)
         print("wrote", path)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import sys
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 
 from . import render
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, DataError, load_dataset
-from .files import atomic_write, read_config
+from .files import atomic_write, read_config, write_config
 from .model import check_whole, config_from_dict
 
 FORMAT = "sprite-vae/1"
@@ -196,7 +195,7 @@ class SpriteVAE(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, "model": self.config.to_dict(), **self.history, **(extra or {})}
-        atomic_write(folder / "config.json", json.dumps(config, indent=2))
+        write_config(folder / "config.json", config)
         atomic_write(folder / "model.safetensors", lambda p: safetensors.torch.save_model(self, p))
 
 

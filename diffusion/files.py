@@ -37,3 +37,8 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object, got a {type(config).__name__}")
     return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    """Write a config.json atomically, indented and ending in a newline, as a person would."""
+    return atomic_write(path, json.dumps(config, indent=2) + "\n")

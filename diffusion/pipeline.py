@@ -7,7 +7,6 @@ variance-preserving inputs and the samplers' sigma view, and frames for streamin
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -29,7 +28,7 @@ from torch.nn import functional as F
 from . import objectives, render
 from .autoencoder import SpriteVAE
 from .device import bf16_is_fast, configure_cpu_threads, default_device
-from .files import atomic_write, read_config
+from .files import atomic_write, read_config, write_config
 from .hub import resolve_model_dir
 from .model import (
     BOUNDS,
@@ -308,7 +307,7 @@ class SpritePipeline:
             ),
             **(extra or {}),
         }
-        atomic_write(folder / "config.json", json.dumps(config, indent=2))
+        write_config(folder / "config.json", config)
         atomic_write(
             folder / "model.safetensors", lambda tmp: safetensors.torch.save_model(self.model, tmp)
         )

@@ -128,6 +128,9 @@ def test_save_and_load_round_trip(tiny_pipe, tmp_path):
     assert loaded.labels == LABELS and loaded.resolution == 8
     assert loaded.schedule.to_config() == tiny_pipe.schedule.to_config()
     assert loaded.defaults["guidance"] == 1.5 and loaded.config["training"]["epochs_done"] == 3
+    # Written as a person writes JSON: indented, one line a key, ending in a newline.
+    text = (tmp_path / "m" / "config.json").read_text()
+    assert text.endswith("}\n") and text.startswith('{\n  "')
     np.testing.assert_array_equal(
         loaded.generate("a", n=2, steps=5, seed=0), tiny_pipe.generate("a", n=2, steps=5, seed=0)
     )

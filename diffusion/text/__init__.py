@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import render
-from ..files import atomic_write, read_config
+from ..files import atomic_write, read_config, write_config
 from ..model import check_whole
 
 FORMAT = "spriteclip/1"
@@ -262,7 +262,7 @@ class SpriteCLIP(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, "model": asdict(self.config), "words": sorted(self.words)}
         atomic_write(folder / "tokenizer.json", self.tokenizer.to_str())
-        atomic_write(folder / "config.json", json.dumps(config | (extra or {}), indent=2))
+        write_config(folder / "config.json", config | (extra or {}))
         atomic_write(folder / "model.safetensors", lambda f: safetensors.torch.save_model(self, f))
 
     @classmethod
