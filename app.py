@@ -24,6 +24,7 @@ from PIL import Image
 
 from diffusion import SpritePipeline
 from diffusion.device import configure_cpu_threads
+from diffusion.options import guidance_floor
 from diffusion.pipeline import FORMAT, WEIGHTS
 from ui import TABS
 from ui.gate import admit_to_queue, app_kwargs, tidy_input_errors
@@ -88,13 +89,7 @@ def model_info(name: str, pipe: SpritePipeline) -> str:
         f"**{name}**: {pipe.resolution}×{pipe.resolution} sprites{latent}, labels "
         f"{', '.join(pipe.labels)}; {pipe.schedule.kind} schedule, T = {pipe.schedule.T}; "
         f"recommended {sampler}, {default_steps(pipe, sampler)} steps, guidance "
-        f"{pipe.defaults['guidance']:g}"
-        + (
-            f" above noise level σ {floor:g}"
-            if (floor := pipe.defaults["guidance_sigma_min"])
-            else ""
-        )
-        + "."
+        f"{pipe.defaults['guidance']:g}{guidance_floor(pipe.defaults['guidance_sigma_min'])}."
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .autoencoder import VAEConfig
 from .files import atomic_write
+from .options import guidance_floor
 
 
 def data_credit(source: str) -> str | None:
@@ -127,7 +128,7 @@ def _metrics_section(m: dict, name: str) -> str:
     return (
         "## Evaluation\n\n"
         f"{m['n_per_label']} sprites per label, {m['sampler']}, {m['steps']} steps, guidance "
-        f"{m['guidance']}" + (f" above noise level sigma {floor:g}" if floor else "") + f", "
+        f"{m['guidance']}{guidance_floor(floor, 'sigma')}, "
         f"{seed_text}; generated figures (± one standard error) with their "
         "ratio to the real reference in brackets. The figures are explained in the project's "
         "docs/evaluation.md; a model of transparency is measured composited on white.\n\n"
@@ -261,7 +262,7 @@ def render_card(
         f"Defaults: sampler `{sampling.get('sampler')}`, {sampling.get('steps')} steps, "
         f"guidance {sampling.get('guidance')}"
         + (
-            f" above noise level sigma {floor:g} (none below it)"
+            f"{guidance_floor(floor, 'sigma')} (none below it)"
             if (floor := sampling.get("guidance_sigma_min"))
             else ""
         )

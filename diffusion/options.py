@@ -177,6 +177,12 @@ def resolve(defaults: Mapping[str, Any], options: SamplingOptions) -> SamplingOp
     )
 
 
+def guidance_floor(sigma_min: float, sigma: str = "σ") -> str:
+    """How every report names a guidance floor: " above noise level σ 1", or "" for none
+    (guidance at every step). ``sigma="sigma"`` spells it in ASCII, for the model cards."""
+    return f" above noise level {sigma} {sigma_min:g}" if sigma_min else ""
+
+
 def default_steps(defaults: Mapping[str, Any], sampler: str) -> int:
     """The steps ``sampler`` runs when none are given: the model's measured choice (config
     ``sampling.sampler_steps``), else the sampler's generic default."""

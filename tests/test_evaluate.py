@@ -161,6 +161,9 @@ def test_crispness_report_and_seed_means(tmp_path: Path) -> None:
     single = evaluate(pipe, data, n_per_label=8, seed=1, cache_dir=tmp_path)
     assert single["frechet_distance"]["ratio"] == pytest.approx(per_seed[1])
     assert "colours per sprite" in format_report(raw) and "per seed" in format_report(raw)
+    floored = format_report({**raw, "guidance": 2.0, "guidance_sigma_min": 1.0})
+    assert "guidance 2.0 above noise level sigma 1, " in floored
+    assert "guidance 2.0, " in format_report({**raw, "guidance": 2.0, "guidance_sigma_min": 0.0})
 
 
 # --- near copies -----------------------------------------------------------------------------

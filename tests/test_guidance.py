@@ -208,7 +208,7 @@ def test_the_status_line_names_the_models_guidance_floor(pipe: SpritePipeline):
     assert "· guidance 3 (label) ·" in status(3.0)
     pipe.defaults["guidance_sigma_min"] = 0.5
     try:
-        assert "· guidance 3 (label) above σ 0.5 ·" in status(3.0)
+        assert "· guidance 3 (label) above noise level σ 0.5 ·" in status(3.0)
         assert "· guidance 1 ·" in status(1.0)  # nothing to stop
     finally:
         pipe.defaults["guidance_sigma_min"] = 0.0

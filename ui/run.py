@@ -22,7 +22,14 @@ import numpy as np
 from PIL import Image
 
 from diffusion import SAMPLERS, SpritePipeline, palettes, render
-from diffusion.options import MAX_GUIDANCE, MAX_RERANK, MAX_SEED, SamplingOptions, check_seed
+from diffusion.options import (
+    MAX_GUIDANCE,
+    MAX_RERANK,
+    MAX_SEED,
+    SamplingOptions,
+    check_seed,
+    guidance_floor,
+)
 from diffusion.samplers import canonical_sampler
 
 from .errors import InputError, as_sentence, clean_excerpt, is_empty, refused, shorten
@@ -459,7 +466,7 @@ class Request:
         """Which conditions guided the run and how hard, e.g. "guidance 2 (label + text)",
         "guidance label 2, text 3", with the negative prompt and best of N."""
         label, text = self.context is not None, self.prompt is not None
-        above = f" above σ {self.guidance_sigma_min:g}" if self.guidance_sigma_min else ""
+        above = guidance_floor(self.guidance_sigma_min)
         if self.guidance_text is not None:
             scales = [f"label {self.guidance:g}"] if label else []
             note = "guidance " + ", ".join([*scales, f"text {self.guidance_text:g}"]) + above

@@ -12,6 +12,7 @@ from diffusion.data import load_dataset
 from diffusion.evaluate.classifier import DEFAULT_CACHE
 from diffusion.evaluate.driver import evaluate_palettes, evaluate_text
 from diffusion.evaluate.prompts import evaluate_prompts, format_prompt_report
+from diffusion.options import guidance_floor
 
 DESCRIPTION = "Measure a trained sprite model against its data (see diffusion.evaluate)."
 # The rows of the table with intervals: (name, report key).
@@ -49,8 +50,7 @@ def format_report(report: dict[str, Any]) -> str:
     c2st = report["c2st_accuracy"]
     crisp = report["crispness"]
     guidance = "default" if report["guidance"] is None else report["guidance"]
-    if floor := report.get("guidance_sigma_min"):
-        guidance = f"{guidance} above sigma {floor:g}"
+    guidance = f"{guidance}{guidance_floor(report.get('guidance_sigma_min') or 0, 'sigma')}"
     res = report["resolution"]
     seeds = report["seed"]
     seed_text = f"seed {seeds}" if isinstance(seeds, int) else f"mean of seeds {seeds}"
