@@ -725,6 +725,12 @@ def run_on_page(
         cleared[LATENT] = None
     yield {"live": None, "status": f"starting: {req.describe()}", **cleared}
     keep = set(pick_steps(req.steps, GIF_MAX_FRAMES))
+
+    def laid(pixels: np.ndarray) -> np.ndarray:
+        """What the page shows of a frame: a tileable run's tiles laid TILE_REPEAT x TILE_REPEAT
+        from the first preview to the GIF, so the seams can be watched closing."""
+        return render.tile(pixels, TILE_REPEAT) if req.tileable else pixels
+
     kept: list[np.ndarray] = []  # raw frames for the GIF; a few KB each until rendered
     start, shown, stopped = time.perf_counter(), -float("inf"), False
     try:
@@ -740,7 +746,7 @@ def run_on_page(
                 shown = now
                 status = progress_text(frame.step, frame.total, now - start, frame.t)
                 yield {
-                    "live": preview(pixels),
+                    "live": preview(laid(pixels)),
                     "status": status,
                     **cleared,
                     **latent_update(frame.latent, latent_view),
@@ -765,11 +771,11 @@ def run_on_page(
         status = f"done: {req.describe()}{score} - {rate}, {elapsed:.2f} s in all"
     with studio.store.run() as folder:
         gif_path = render.save_gif(
-            [render.grid(pixels, 1) for pixels in kept],
+            [render.grid(laid(pixels), 1) for pixels in kept],
             folder / "denoising.gif",
             frame_ms=frame_ms,
             hold_ms=GIF_HOLD_MS,
-            scale=enlargement(final.shape[-2]),
+            scale=enlargement(final.shape[-2], TILE_PX if req.tileable else SPRITE_PX),
         )
         png_path = render.save_png(sheet(final), folder / "sprites.png")
         page = (
@@ -779,11 +785,9 @@ def run_on_page(
         )
         files = [gif_path, png_path]
         if req.tileable:  # the page shows each tile laid 3x3, so a seam would show
-            laid = render.grid(
-                render.tile(final, TILE_REPEAT), enlargement(final.shape[2], TILE_PX)
-            )
-            files.append(render.save_png(laid, folder / "tiles-3x3.png"))
-            page = render.save_png(render.checkerboard(laid), folder / "shown-tiles.png")
+            tiles = render.grid(laid(final), enlargement(final.shape[2], TILE_PX))
+            files.append(render.save_png(tiles, folder / "tiles-3x3.png"))
+            page = render.save_png(render.checkerboard(tiles), folder / "shown-tiles.png")
             status += f" · shown laid {TILE_REPEAT}×{TILE_REPEAT}"
         if req.exports and not stopped:
             name = req.context if isinstance(req.context, str) else "sprites"
