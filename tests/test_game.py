@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageSequence
+from PIL import Image
 
 from diffusion import ContextUnet, Schedule, SpritePipeline, UnetConfig, palettes, render
 from diffusion.__main__ import main as cli
@@ -377,8 +377,7 @@ def test_generate_offers_game_downloads_and_lays_tiles_3x3(studio: Studio):
     assert laid.shape[1] == (2 * (48 + 1) - 1) * 4  # two tiles a row, each 3 sprites wide
     np.testing.assert_array_equal(laid[: 48 * 4 : 4, : 48 * 4 : 4], render.tile(sprites[:1])[0])
     # The denoising GIF shows the tiles laid as the page does, every frame.
-    with Image.open(files["denoising.gif"]) as gif:
-        frames = [np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(gif)]
+    frames = iio.imread(files["denoising.gif"], index=None, mode="RGBA")
     assert len(frames) == 3 and frames[0].shape[:2] == laid.shape[:2]
     for frame in frames:
         first = frame[: 48 * 4, : 48 * 4]
