@@ -253,18 +253,18 @@ def test_unexpected_failures_say_what_to_try_and_log_the_traceback(studio: Studi
         list(wired(tab.generate, *OUTPUTS)(request=api_request()))
 
 
-def test_a_rejected_upload_empties_the_drop_zone(studio: Studio, tmp_path: Path):
+def test_a_rejected_upload_keeps_the_sprite_and_says_why(studio: Studio, tmp_path: Path):
     bad = tmp_path / "bad.png"
     bad.write_text("not a picture")
     tab = ForwardTab(studio)
-    outputs = {"source": "source", "info": "info", "upload": "upload"}
-    handler = guarded(tab.use_upload, outputs, status="info", on_error={"upload": None})
+    handler = guarded(tab.use_upload, {"source": "source", "info": "info"}, status="info")
     out = handler("tiny", str(bad))
-    assert out == {"info": "⚠️ " + out["info"][3:], "upload": None}
+    assert out == {"info": "⚠️ " + out["info"][3:]}  # no new source: the sprite stays
     assert "not an image we can read" in out["info"]
     good = tmp_path / "good.png"
     Image.new("RGB", (16, 16), (255, 0, 0)).save(good)
-    assert handler("tiny", str(good))["upload"] is None  # emptied after a good one too
+    sprite = handler("tiny", str(good))["source"]
+    assert (sprite[..., :3] == (255, 0, 0)).all()
 
 
 # -- seeds, frames, progress and files --------------------------------------------------------

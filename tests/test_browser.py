@@ -332,6 +332,28 @@ def test_edit_keeps_its_sprite_when_an_upload_is_refused(browser, url: str, tmp_
     page.close()
 
 
+def test_forward_takes_an_upload_from_a_button_the_size_of_its_neighbours(
+    browser, url: str, tmp_path: Path
+):
+    page = open_page(browser, url, 1280, 1000)
+    page.get_by_role("tab", name="Forward").click()
+    page.wait_for_function("document.querySelector('#forward-info').innerText.includes('drawn')")
+    red = tmp_path / "red.png"
+    Image.new("RGBA", (16, 16), (255, 0, 0, 255)).save(red)
+    with page.expect_file_chooser() as chooser:
+        page.click("#forward-upload")
+    chooser.value.set_files(str(red))
+    page.wait_for_function("document.querySelector('#forward-info').innerText.includes('upload')")
+    # The row holds three buttons of one height, not a drop zone that leaves a gap under two.
+    heights = [
+        page.get_by_text(name).first.bounding_box()["height"]
+        for name in ("Draw a new sprite", "Use my last generated sprite")
+    ]
+    upload = page.locator("#forward-upload").bounding_box()["height"]
+    assert max(heights) * 0.8 < upload < max(heights) * 1.25, (heights, upload)
+    page.close()
+
+
 def fill_kept(page, selector: str, text: str) -> None:
     """Fill a box inside a just-opened accordion: Gradio mounts an accordion's contents on first
     open, and a box filled before that settles is replaced by an empty one (a person cannot type

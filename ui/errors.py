@@ -86,17 +86,15 @@ def guarded(
     fn: Callable,
     outputs: dict[str, gr.components.Component],
     status: str | None = "status",
-    on_error: dict[str, Any] | None = None,
 ) -> Callable:
     """Wire a handler that yields or returns ``{output name: value}`` to Gradio components.
 
     Every exception ends as a message: an InputError as it is, anything else as "something went
     wrong" with the traceback in the server log. On the page the message goes to the ``status``
-    output (and a toast), other outputs stay as they were (or take ``on_error``), so no output
-    is stamped "Error"; an API client gets it as a gr.Error. Returns a function whose outputs
-    are ``list(outputs.values())``.
+    output (and a toast), other outputs stay as they were, so no output is stamped "Error"; an
+    API client gets it as a gr.Error. Returns a function whose outputs are
+    ``list(outputs.values())``.
     """
-    on_error = on_error or {}
 
     def to_components(values: dict[str, Any]) -> dict:
         unknown = set(values) - set(outputs)
@@ -114,7 +112,7 @@ def guarded(
         if is_api_call(request) or status is None:
             raise InputError(message) from None
         gr.Warning(message)
-        return to_components({status: f"⚠️ {message}", **on_error})
+        return to_components({status: f"⚠️ {message}"})
 
     def request_of(args: tuple, kwargs: dict) -> gr.Request | None:
         found = kwargs.get("request")

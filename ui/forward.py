@@ -85,8 +85,7 @@ class ForwardTab:
         """An uploaded file as the sprite, saying how it was fitted; a file that is no picture
         is refused and the sprite stays."""
         sprite, note = self.studio.upload(model, path)
-        # The drop zone empties again, ready for the next file.
-        return {"source": sprite, "info": note, "upload": None}
+        return {"source": sprite, "info": note}
 
     def use_last(self, sprites: np.ndarray | None) -> dict[str, Any]:
         sprite = self.studio.last_sprite(sprites)
@@ -110,7 +109,10 @@ class ForwardTab:
         with gr.Row():
             self.draw_btn = gr.Button("🎲 Draw a new sprite")
             self.last_btn = gr.Button("Use my last generated sprite")
-            self.upload = gr.File(label="…or upload a PNG", file_types=UPLOAD_TYPES)
+            # A button, as on Edit: a drop zone stood three times the buttons' height.
+            self.upload = gr.UploadButton(
+                "…or upload a PNG", file_types=UPLOAD_TYPES, elem_id="forward-upload"
+            )
         self.info = gr.Markdown(elem_id="forward-info")
         self.t = gr.Slider(0, T, value=start_t(T), step=1, label="Timestep t", elem_id="t")
         with gr.Row():
@@ -166,11 +168,10 @@ class ForwardTab:
             list(source.values()),
             api_visibility="private",
         ).success(**show)
-        with_upload = {**source, "upload": self.upload}
         self.upload.upload(
-            guarded(self.use_upload, with_upload, status="info", on_error={"upload": None}),
+            guarded(self.use_upload, source, status="info"),
             [shell.model, self.upload],
-            list(with_upload.values()),
+            list(source.values()),
             api_visibility="private",
         ).success(**show)
         self.t.change(trigger_mode="always_last", **show)
