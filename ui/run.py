@@ -769,13 +769,15 @@ def run_on_page(
         if frame.scores is not None:
             score = f" · SpriteCLIP score {float(frame.scores.mean()):.3f}"
         status = f"done: {req.describe()}{score} - {rate}, {elapsed:.2f} s in all"
+    # A sheet's sprites are enlarged to about SPRITE_PX, a tileable run's laid tiles to TILE_PX.
+    scale = enlargement(final.shape[-2], TILE_PX if req.tileable else SPRITE_PX)
     with studio.store.run() as folder:
         gif_path = render.save_gif(
             [render.grid(laid(pixels), 1) for pixels in kept],
             folder / "denoising.gif",
             frame_ms=frame_ms,
             hold_ms=GIF_HOLD_MS,
-            scale=enlargement(final.shape[-2], TILE_PX if req.tileable else SPRITE_PX),
+            scale=scale,
         )
         png_path = render.save_png(sheet(final), folder / "sprites.png")
         page = (
@@ -785,7 +787,7 @@ def run_on_page(
         )
         files = [gif_path, png_path]
         if req.tileable:  # the page shows each tile laid 3x3, so a seam would show
-            tiles = render.grid(laid(final), enlargement(final.shape[2], TILE_PX))
+            tiles = render.grid(laid(final), scale)
             files.append(render.save_png(tiles, folder / "tiles-3x3.png"))
             page = render.save_png(render.checkerboard(tiles), folder / "shown-tiles.png")
             status += f" · shown laid {TILE_REPEAT}×{TILE_REPEAT}"
