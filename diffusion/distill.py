@@ -40,6 +40,7 @@ from .card import data_credit, write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
 from .device import default_device, describe
 from .files import atomic_write
+from .options import guidance_floor
 from .pipeline import SpritePipeline, _Words
 from .samplers import ddim
 from .train import (
@@ -98,6 +99,8 @@ class Distiller:
         self.guidance = (
             self.original.defaults["guidance"] if args.guidance is None else args.guidance
         )
+        # The first teacher samples as the teacher's defaults do, guidance stopping at its floor.
+        self.floor = float(self.original.defaults.get("guidance_sigma_min", 0.0))
         data = load_dataset(args.data)
         if data.label_names != self.original.labels:
             sys.exit(f"--data {args.data}: its labels differ from the teacher's")
@@ -137,6 +140,7 @@ class Distiller:
         self.ema = copy.deepcopy(self.student.model).requires_grad_(False)
         self.opt = torch.optim.AdamW(self.student.model.parameters(), lr=self.args.lr)
         self.teacher_guidance = self.guidance if first else 1.0
+        self.teacher_floor = self.floor if first else 0.0
         self.sigmas = self.original.schedule.sigmas(2 * self.student_steps).float()
 
     def pipeline(self, net: torch.nn.Module) -> SpritePipeline:
@@ -174,7 +178,13 @@ class Distiller:
         sigma, sigma_mid, sigma_next = (s.to(self.device) for s in self.sigmas[2 * i : 2 * i + 3])
         x = x0 + sigma * torch.randn(x0.shape, generator=g).to(self.device)
         with torch.no_grad():
-            teacher = self.teacher._denoiser(context, self.teacher_guidance, {}, text=words)
+            teacher = self.teacher._denoiser(
+                context,
+                self.teacher_guidance,
+                {},
+                text=words,
+                guidance_sigma_min=self.teacher_floor,
+            )
             steps = ddim(teacher, x, torch.stack([sigma, sigma_mid, sigma_next]), torch.randn)
             x_teacher = [x_next for x_next, _ in steps][-1]
         target = one_step_target(x, x_teacher, sigma, sigma_next)
@@ -233,6 +243,7 @@ class Distiller:
             sampler="ddim",
             steps=self.student_steps,
             guidance=1.0,
+            guidance_sigma_min=0.0,
             spacing="uniform",
             sampler_steps={"ddim": self.student_steps},
         )
@@ -255,7 +266,8 @@ class Distiller:
             "credit": data_credit(a.data),
             "note": (
                 f"Progressive distillation (Salimans & Ho 2022) of `{a.teacher}` sampled with "
-                f"DDIM at {a.teacher_steps} steps and guidance {self.guidance:g}, "
+                f"DDIM at {a.teacher_steps} steps and guidance {self.guidance:g}"
+                f"{guidance_floor(self.floor, 'sigma')}, "
                 f"{rounds_done} round(s) of {a.iterations} steps of batch {a.batch_size} "
                 f"(lr {a.lr:g} annealed to 0 per round), down to {self.student_steps} DDIM "
                 "steps; the guidance is folded in, so the student runs at guidance 1, one "

@@ -123,3 +123,30 @@ def test_a_text_teacher_distils_into_a_student_that_reads_prompts(tmp_path, monk
     assert pipe.supports_text and pipe.model.config.cross_attention == (1,)
     assert pipe.generate("potion", n=2, prompt="red potion", seed=0).shape == (2, 8, 8, 3)
     assert len(seen) == 2 and all(w["token_mask"].any(1).all() for w in seen)  # 2 unguided calls
+
+
+def test_the_first_teacher_stops_guiding_at_its_floor(runs, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from diffusion.model import ContextUnet
+
+    root, data = runs
+    teacher = tmp_path / "teacher"
+    shutil.copytree(root / "teacher", teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    schedule = SpritePipeline.from_pretrained(teacher).schedule
+    # A floor at the top noise level: the teacher's defaults never guide.
+    config["sampling"]["guidance_sigma_min"] = float(schedule.sigma(schedule.T))
+    (teacher / "config.json").write_text(json.dumps(config))
+    batches, real = [], ContextUnet.forward
+
+    def spy(self, x, *rest, **words):
+        batches.append(len(x))
+        return real(self, x, *rest, **words)
+
+    monkeypatch.setattr(ContextUnet, "forward", spy)
+    run(teacher, data, tmp_path / "student")
+    # Without the floor every teacher call is a guided pair: 16 rows for a batch of 8.
+    assert batches and set(batches) == {8}
+    assert SpritePipeline.from_pretrained(tmp_path / "student").defaults["guidance_sigma_min"] == 0
