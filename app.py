@@ -27,6 +27,7 @@ from diffusion.device import configure_cpu_threads
 from diffusion.options import guidance_floor
 from diffusion.pipeline import FORMAT, WEIGHTS
 from ui import TABS
+from ui.api import SpritesApi
 from ui.gate import admit_to_queue, app_kwargs, tidy_input_errors
 from ui.limits import (
     CONCURRENCY,
@@ -113,6 +114,7 @@ def build_demo(models: dict[str, SpritePipeline], store: OutputStore | None = No
             for t in tabs:
                 with gr.Tab(t.title) as tab:
                     t.build(shell, tab)
+        SpritesApi(studio).build(shell)
 
         def on_model(name: str) -> dict:
             pipe = studio.pipe(name)

@@ -2,11 +2,14 @@
 
     python -m benchmarks.concurrency [--model weights/sprites16] [--requests 6]
         [--sampler heun --steps 5] [--policies old new] [--tls default shared] [--app DIR]
+        [--endpoints generate sprites]
 
 Serves the app in a process of its own on a free port (from ``--app``, another checkout of this
 repository, to compare with an older version: ``git worktree add /tmp/before <commit>``) and
 sends /generate requests from 1, 2 and 8 concurrent gradio_client clients, for one sprite and
 for a sheet of 16, at the model's defaults (guidance on) or ``--sampler``/``--steps``.
+``--endpoints generate sprites`` also times ``/sprites``, the API's one-call endpoint (no
+previews, no files: the sprites come back inlined in the answer).
 
 - ``--policies``: the server's CPU threads, "old" (every run takes min(4, cores) threads, as
   before the thread policy) and/or "new" (``device.cpu_threads(CONCURRENCY)``, the app's).
@@ -23,6 +26,7 @@ and of the clients (Linux: from /proc). Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import socket
@@ -97,6 +101,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 8])
     p.add_argument("--n", type=int, nargs="+", default=[1, 16], help="sprites per request")
     p.add_argument("--app", type=Path, default=Path.cwd(), help="the checkout to serve")
+    p.add_argument("--endpoints", nargs="+", choices=["generate", "sprites"], default=["generate"])
     args = p.parse_args()
 
     from diffusion import SpritePipeline
@@ -110,8 +115,9 @@ def main() -> None:
     policies = {"old": max(1, min(4, cores)), "new": cpu_threads(CONCURRENCY)}
     print(f"app {args.app.resolve()}, {args.model}: {sampler} {steps} steps, guidance "
           f"{d['guidance']}; {cores} cores, concurrency {CONCURRENCY}")  # fmt: skip
-    head = {"policy": 7, "threads": 8, "tls": 8, "clients": 8, "n": 4, "sprites/s": 10,
-            "p50 s": 7, "p95 s": 7, "run s": 7, "server ms": 10, "client ms": 10}  # fmt: skip
+    head = {"endpoint": 10, "policy": 7, "threads": 8, "tls": 8, "clients": 8, "n": 4,
+            "sprites/s": 10, "p50 s": 7, "p95 s": 7, "run s": 7, "server ms": 10,
+            "client ms": 10}  # fmt: skip
     print("".join(f"{name:>{w}}" for name, w in head.items()), flush=True)
     for policy in args.policies:
         threads = policies[policy]
@@ -119,22 +125,28 @@ def main() -> None:
         try:
             for tls in args.tls:
                 verify = ssl.create_default_context() if tls == "shared" else True
-                for n in args.n:
-                    for clients in args.clients:
-                        job = {"label": "hero", "sampler": sampler, "steps": steps, "n": n,
-                               "guidance": d["guidance"]}  # fmt: skip
-                        row = measure(url, server.pid, verify, clients, args.requests, job)
-                        print(f"{policy:>7}{threads:>8}{tls:>8}{clients:>8}{n:>4}{row}", flush=True)
+                for endpoint, n, clients in itertools.product(args.endpoints, args.n, args.clients):
+                    job = {"label": "hero", "sampler": sampler, "steps": steps, "n": n,
+                           "guidance": d["guidance"]}  # fmt: skip
+                    row = measure(url, server.pid, verify, clients, args.requests, job, endpoint)
+                    print(f"{endpoint:>10}{policy:>7}{threads:>8}{tls:>8}{clients:>8}{n:>4}{row}",
+                          flush=True)  # fmt: skip
         finally:
             server.kill()
             server.wait()
 
 
 def measure(
-    url: str, pid: int, verify: ssl.SSLContext | bool, clients: int, requests: int, job: dict
+    url: str,
+    pid: int,
+    verify: ssl.SSLContext | bool,
+    clients: int,
+    requests: int,
+    job: dict,
+    endpoint: str = "generate",
 ) -> str:
-    """``requests`` /generate calls ``job`` from each of ``clients`` concurrent clients: the
-    table's columns from sprites/s on."""
+    """``requests`` calls of ``job`` to ``/<endpoint>`` from each of ``clients`` concurrent
+    clients: the table's columns from sprites/s on."""
     from gradio_client import Client
 
     pool_clients = [Client(url, verbose=False, ssl_verify=verify) for _ in range(clients)]
@@ -143,7 +155,7 @@ def measure(
     def one(i: int) -> float:
         start = time.perf_counter()
         client = pool_clients[i % clients]
-        status = client.predict(**job, seed=i, api_name="/generate")[1]
+        status = client.predict(**job, seed=i, api_name=f"/{endpoint}")[1]
         took = time.perf_counter() - start
         runs.append(float(RUN_TIME.search(status).group(1)))
         return took

@@ -38,7 +38,14 @@ from ui.errors import guarded
 from ui.forward import ForwardTab, curves_frame
 from ui.generate import GenerateTab
 from ui.storage import CacheSweeper, OutputStore
-from ui.studio import Studio, load_upload, random_seed
+from ui.studio import (
+    Studio,
+    default_palette,
+    default_sampler,
+    default_steps,
+    load_upload,
+    random_seed,
+)
 
 LABELS = ["hero", "creature", "food", "weapon_spell", "item", "terrain"]
 T = 100
@@ -714,11 +721,12 @@ def test_sampling_handlers_get_zerogpu_when_spaces_is_there(
     demo = app.build_demo({"tiny": pipe})
     assert {fn.__name__ for fn in wrapped} == {
         "generate", "edit", "new_sprite", "morph", "compare", "draw_sprite", "first_sprite",
-        "show", "explore", "first_look", "upscale",
+        "show", "explore", "first_look", "upscale", "sprites",
     }  # fmt: skip
     fns = {fn.api_name: fn for fn in demo.fns.values()}
     assert fns["generate"].fn in wrapped and fns["generate"].concurrency_limit == limits.CONCURRENCY
     assert fns["upscale"].fn in wrapped and fns["upscale"].concurrency_id == limits.SAMPLING_QUEUE
+    assert fns["sprites"].fn in wrapped and fns["sprites"].concurrency_id == limits.SAMPLING_QUEUE
     assert demo._queue.max_size == limits.QUEUE_SIZE
     assert not demo.delete_cache  # Gradio's sweep dies under traffic; ours runs instead
 
@@ -823,6 +831,40 @@ def test_api_steps_one_and_bad_input(server: str):
         with pytest.raises(AppError, match=re.escape(message)):
             client.predict(**{**good, **change}, api_name="/generate")
     assert client.predict(**good, api_name="/generate")[1].startswith("done:")
+
+
+def test_api_sprites_answers_once_with_the_sprites_inlined(
+    server: str, pipe: SpritePipeline, monkeypatch: pytest.MonkeyPatch
+):
+    import base64
+    import io
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setitem(pipe.defaults, "palette", "data")  # the server's model, in this process
+    client = Client(server, verbose=False)
+    url, status = client.predict("creature", 4, 5, api_name="/sprites")
+    assert status.startswith("done: 4 × creature · ") and " s in all" in status
+    head, data = url.split(",", 1)
+    assert head == "data:image/png;base64"
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+    # The model's defaults, its palette stage included, laid one pixel per sprite pixel.
+    sampler = default_sampler(pipe)
+    want = pipe.generate(
+        "creature", n=4, seed=5, sampler=sampler, steps=default_steps(pipe, sampler),
+        guidance=pipe.defaults["guidance"], palette=default_palette(pipe),
+    )  # fmt: skip
+    assert np.array_equal(got, np.asarray(render.grid(want, 1)))
+    _, status = client.predict("hero", 1, 0, "", "tiny", "ddim", 3, 1.0, api_name="/sprites")
+    assert status.startswith("done: 1 × hero · ddim · 3 steps · guidance 1 ")
+    for args, message in [
+        (("dragon",), "Unknown label 'dragon'"),
+        (("hero", 1, 0, "", "", "ddim", 5000), "Steps for ddim must be a whole number"),
+        (("hero", 1, -3), "Seed must be a whole number from 0 to 4294967295"),
+    ]:
+        with pytest.raises(AppError, match=re.escape(message)):
+            client.predict(*args, api_name="/sprites")
 
 
 def test_api_edit_and_morph(server: str, pipe: SpritePipeline, tmp_path: Path):

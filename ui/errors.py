@@ -82,6 +82,30 @@ def unexpected_message(err: BaseException) -> str:
     )
 
 
+def logged(err: BaseException, name: str) -> str:
+    """The message a person gets for ``err`` in handler ``name``, logged once: an InputError's
+    own words, anything else "something went wrong" with its traceback in the server log."""
+    if isinstance(err, InputError):
+        log.info("%s refused: %s", name, err.message)
+        return err.message
+    log.exception("%s failed", name)
+    return unexpected_message(err)
+
+
+def refusing(fn: Callable) -> Callable:
+    """An API-only handler (``gr.api``), whose every failure reaches the client as one
+    message (an InputError), as :func:`guarded`'s do for API calls."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            raise InputError(logged(err, fn.__name__)) from None
+
+    return call
+
+
 def guarded(
     fn: Callable,
     outputs: dict[str, gr.components.Component],
@@ -103,12 +127,7 @@ def guarded(
         return {outputs[name]: value for name, value in values.items()}
 
     def failure(err: BaseException, request: gr.Request | None) -> dict:
-        if isinstance(err, InputError):
-            log.info("%s refused: %s", fn.__name__, err.message)
-            message = err.message
-        else:
-            log.exception("%s failed", fn.__name__)
-            message = unexpected_message(err)
+        message = logged(err, fn.__name__)
         if is_api_call(request) or status is None:
             raise InputError(message) from None
         gr.Warning(message)
