@@ -844,6 +844,9 @@ def test_api_sprites_answers_once_with_the_sprites_inlined(
 
     monkeypatch.setitem(pipe.defaults, "palette", "data")  # the server's model, in this process
     client = Client(server, verbose=False)
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [p["parameter_name"] for p in params["/sprites"]["parameters"]]
+    assert names == ["label", "n", "seed", "prompt", "model", "sampler", "steps", "guidance"]
     url, status = client.predict("creature", 4, 5, api_name="/sprites")
     assert status.startswith("done: 4 × creature · ") and " s in all" in status
     head, data = url.split(",", 1)

@@ -17,6 +17,7 @@ import io
 import time
 
 import gradio as gr
+import numpy as np
 
 from diffusion import render
 
@@ -28,7 +29,7 @@ from .shell import Shell
 from .studio import Studio, default_palette, default_sampler, default_steps
 
 
-def data_url(images) -> str:
+def data_url(images: np.ndarray) -> str:
     """Sprites as one PNG, laid in a grid at one pixel per sprite pixel and transparent
     where they are, written as a ``data:image/png;base64,...`` URL."""
     buffer = io.BytesIO()
@@ -52,7 +53,7 @@ class SpritesApi:
         sampler: str = "",
         steps: int = 0,
         guidance: float = -1.0,
-        request: gr.Request = None,
+        request: gr.Request | None = None,
     ) -> tuple[str, str]:
         """Sample ``n`` sprites of ``label`` (and/or a text model's ``prompt``) in one call.
 
