@@ -143,7 +143,7 @@ def measure(
     clients: int,
     requests: int,
     job: dict,
-    endpoint: str = "generate",
+    endpoint: str,
 ) -> str:
     """``requests`` calls of ``job`` to ``/<endpoint>`` from each of ``clients`` concurrent
     clients: the table's columns from sprites/s on."""

@@ -6,8 +6,9 @@
 Salimans & Ho (2022): a student (at first a copy of its teacher) is trained so that one of its
 deterministic DDIM steps lands where two of its teacher's land; the student of one round is the
 teacher of the next, halving the steps each round. The first teacher is guided (classifier-free
-guidance at ``--guidance``, the model's default), so every student has the guidance folded in and
-takes one network call per step instead of a guided pair (Meng et al. 2023 also make the scale
+guidance at ``--guidance``, the model's default, above the model's guidance floor as its defaults
+sample), so every student has the guidance folded in and takes one network call per step where
+the teacher took a guided pair (Meng et al. 2023 also make the scale
 an input of the student; one fixed scale is the simpler half of their idea). A text teacher's
 student learns with the sprites' names as prompts, label and text dropped out in the mix the
 teacher was trained with, so it follows a label, a prompt or both.
@@ -99,8 +100,8 @@ class Distiller:
         self.guidance = (
             self.original.defaults["guidance"] if args.guidance is None else args.guidance
         )
-        # The first teacher samples as the teacher's defaults do, guidance stopping at its floor.
-        self.floor = float(self.original.defaults.get("guidance_sigma_min", 0.0))
+        # The student should learn the pictures the teacher draws at its shipped defaults.
+        self.floor = float(self.original.defaults["guidance_sigma_min"])
         data = load_dataset(args.data)
         if data.label_names != self.original.labels:
             sys.exit(f"--data {args.data}: its labels differ from the teacher's")

@@ -861,10 +861,14 @@ def test_api_sprites_answers_once_with_the_sprites_inlined(
     assert np.array_equal(got, np.asarray(render.grid(want, 1)))
     _, status = client.predict("hero", 1, 0, "", "tiny", "ddim", 3, 1.0, api_name="/sprites")
     assert status.startswith("done: 1 × hero · ddim · 3 steps · guidance 1 ")
+    _, status = client.predict("", 1, 0, api_name="/sprites")  # no label
+    assert status.startswith("done: 1 × unconditional · ")
     for args, message in [
         (("dragon",), "Unknown label 'dragon'"),
         (("hero", 1, 0, "", "", "ddim", 5000), "Steps for ddim must be a whole number"),
         (("hero", 1, -3), "Seed must be a whole number from 0 to 4294967295"),
+        (("hero", 1, 0, "", None, "nope"), "Unknown sampler 'nope'"),
+        (("hero", 1, 0, "", ["tiny"]), "Unknown model ['tiny']"),
     ]:
         with pytest.raises(AppError, match=re.escape(message)):
             client.predict(*args, api_name="/sprites")

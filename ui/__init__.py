@@ -1,6 +1,7 @@
 """The Gradio app's tabs, one module each, over what they share: ``ui.run`` (a request and its
 run), ``ui.studio`` (the models and the sprites a tab starts from), and below those
-``ui.limits``, ``ui.errors``, ``ui.sessions``, ``ui.storage`` and ``ui.widgets``.
+``ui.limits``, ``ui.errors``, ``ui.sessions``, ``ui.storage`` and ``ui.widgets``. Beside the
+tabs, ``ui.api`` holds the API-only endpoint, which no tab shows.
 
 A tab is a class with ``title``, ``build(shell)`` (its controls and their wiring) and
 ``on_model(pipe)`` (its updates when another model is picked); ``TABS`` lists them in order.

@@ -1,16 +1,13 @@
 """The app's API-only endpoint: sprites in one call, for programs rather than the page.
 
-``/generate`` streams what the page shows, previews, then the GIF, the sheet and the file
-list, and gradio_client downloads every file of every update: eleven downloads for one sprite
-(docs/speed.md). ``/sprites`` skips what a program does not look at and answers once, with
-the sprites inlined as a PNG data URL, so a call costs about what its sampling costs::
-
-    from gradio_client import Client
-    url, about = Client("http://127.0.0.1:7860/").predict("hero", 4, 7, api_name="/sprites")
+``/generate`` streams what the page shows (previews, then the GIF, the sheet and the files),
+and gradio_client downloads every file of every update. ``/sprites`` answers once, with the
+sprites inlined in the answer: no previews and no files. docs/app.md shows a call;
+docs/speed.md ("A request end to end") what each costs.
 """
 
-# No ``from __future__ import annotations`` here: gr.api reads the handler's type hints, as
-# classes, for the endpoint's types.
+# No ``from __future__ import annotations`` here: gr.api reads the return annotation as
+# written (inspect.signature), and only a real ``tuple[str, str]`` gives two outputs.
 
 import base64
 import io
@@ -21,9 +18,9 @@ import numpy as np
 
 from diffusion import render
 
-from .errors import refusing
+from .errors import InputError, as_sentence, refusing
 from .limits import CONCURRENCY, SAMPLING_QUEUE
-from .run import format_ms, validate_request
+from .run import format_ms, parse_sampler, validate_request
 from .sessions import session_of
 from .shell import Shell
 from .studio import Studio, default_palette, default_sampler, default_steps
@@ -45,40 +42,43 @@ class SpritesApi:
 
     def sprites(
         self,
-        label: str = "",
+        label: str,
         n: int = 1,
         seed: int = 0,
         prompt: str = "",
-        model: str = "",
-        sampler: str = "",
-        steps: int = 0,
-        guidance: float = -1.0,
+        model: str | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
         request: gr.Request | None = None,
     ) -> tuple[str, str]:
-        """Sample ``n`` sprites of ``label`` (and/or a text model's ``prompt``) in one call.
+        """Sample ``n`` sprites of ``label`` ("" for none: a text model's ``prompt`` alone) in
+        one call, with the model's palette stage.
 
-        Empty or out-of-band values take the model's defaults: its sampler, that sampler's
-        steps (0), its guidance (-1) and its palette stage. Returns the sprites as one PNG
-        data URL (a grid, one pixel per sprite pixel, transparent where they are) and the
-        line the page's status says of such a run, with its time.
+        ``model`` None is the app's first model; ``sampler``, ``steps`` and ``guidance`` None
+        are the model's own. Returns the sprites as one PNG data URL (a grid, one pixel per
+        sprite pixel, transparent where they are) and the status line of the run.
         """
         session = session_of(request)
         with self.studio.sessions.job(session):
             pipe = self.studio.pipe(model)
-            sampler = sampler or default_sampler(pipe)
+            sampler = default_sampler(pipe) if sampler is None else parse_sampler(sampler)
             req = validate_request(
                 pipe,
-                label or None,
+                label,
                 sampler,
-                steps or default_steps(pipe, sampler),
-                pipe.defaults["guidance"] if guidance == -1 else guidance,
+                default_steps(pipe, sampler) if steps is None else steps,
+                pipe.defaults["guidance"] if guidance is None else guidance,
                 seed,
                 n,
                 palette=render.palette_name(default_palette(pipe)),
                 prompt=prompt,
             )
             start = time.perf_counter()
-            images = pipe.generate(**req.stream_options())
+            try:
+                images = pipe.generate(**req.stream_options())
+            except ValueError as err:  # a check the request missed: the package's words
+                raise InputError(as_sentence(err)) from None
             elapsed = time.perf_counter() - start
         rate = format_ms(elapsed, req.steps)
         return data_url(images), f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
@@ -87,7 +87,7 @@ class SpritesApi:
         gr.api(
             shell.gpu(refusing(self.sprites)),
             api_name="sprites",
-            api_description="Sample sprites in one call: a PNG data URL and what was drawn.",
+            api_description="Sample sprites in one call: a PNG data URL and the run's status.",
             concurrency_id=SAMPLING_QUEUE,
             concurrency_limit=CONCURRENCY,
         )

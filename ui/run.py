@@ -230,6 +230,16 @@ def prompt_label(
 # -- validation through the package -----------------------------------------------------------
 
 
+def parse_sampler(sampler: Any) -> str:
+    """A sampler's name or alias -> its name in SAMPLERS, or an InputError listing them."""
+    try:
+        return canonical_sampler(str(sampler))
+    except ValueError:
+        raise InputError(
+            f"Unknown sampler {shorten(sampler)}. Choose one of: {', '.join(SAMPLERS)}."
+        ) from None
+
+
 def sampling_options(
     pipe: SpritePipeline,
     n: int,
@@ -255,12 +265,7 @@ def sampling_options(
     ``pipe.options`` refuses the first bad choice in the package's words; handing it the
     choices one at a time tells which box was at fault.
     """
-    try:
-        name = canonical_sampler(str(sampler))
-    except ValueError:
-        raise InputError(
-            f"Unknown sampler {shorten(sampler)}. Choose one of: {', '.join(SAMPLERS)}."
-        ) from None
+    name = parse_sampler(sampler)
     given: dict[str, Any] = {"sampler": name}
     options: SamplingOptions | None = None
 

@@ -138,7 +138,7 @@ class Studio:
         """The pipeline of the model called ``model`` (the first one when none is named)."""
         if not model:
             return self.models[self.default_model]
-        if model not in self.models:
+        if not isinstance(model, str) or model not in self.models:
             raise InputError(
                 f"Unknown model {shorten(model)}. Available: {', '.join(self.models)}."
             )
