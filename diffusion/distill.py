@@ -8,10 +8,10 @@ deterministic DDIM steps lands where two of its teacher's land; the student of o
 teacher of the next, halving the steps each round. The first teacher is guided (classifier-free
 guidance at ``--guidance``, the model's default, above the model's guidance floor as its defaults
 sample), so every student has the guidance folded in and takes one network call per step where
-the teacher took a guided pair (Meng et al. 2023 also make the scale
-an input of the student; one fixed scale is the simpler half of their idea). A text teacher's
-student learns with the sprites' names as prompts, label and text dropped out in the mix the
-teacher was trained with, so it follows a label, a prompt or both.
+the teacher took a guided pair (Meng et al. 2023 also make the scale an input of the student; one
+fixed scale is the simpler half of their idea). A text teacher's student learns with the
+sprites' names as prompts, label and text dropped out in the mix the teacher was trained with, so
+it follows a label, a prompt or both.
 
 The target, in the sigma view (x = x0 + sigma * eps, see ``samplers``): a DDIM step from sigma to
 sigma' is x' = x0 + sigma' * (x - x0) / sigma = r * x + (1 - r) * x0 with r = sigma' / sigma. So
@@ -268,7 +268,7 @@ class Distiller:
             "note": (
                 f"Progressive distillation (Salimans & Ho 2022) of `{a.teacher}` sampled with "
                 f"DDIM at {a.teacher_steps} steps and guidance {self.guidance:g}"
-                f"{guidance_floor(self.floor, 'sigma')}, "
+                f"{guidance_floor(self.floor if self.guidance != 1 else 0.0, 'sigma')}, "
                 f"{rounds_done} round(s) of {a.iterations} steps of batch {a.batch_size} "
                 f"(lr {a.lr:g} annealed to 0 per round), down to {self.student_steps} DDIM "
                 "steps; the guidance is folded in, so the student runs at guidance 1, one "
