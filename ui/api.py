@@ -20,7 +20,7 @@ from diffusion import render
 
 from .errors import InputError, as_sentence, refusing
 from .limits import CONCURRENCY, SAMPLING_QUEUE
-from .run import format_ms, parse_sampler, validate_request
+from .run import parse_sampler, validate_request
 from .sessions import session_of
 from .shell import Shell
 from .studio import Studio, default_palette, default_sampler, default_steps
@@ -80,8 +80,7 @@ class SpritesApi:
             except ValueError as err:  # a check the request missed: the package's words
                 raise InputError(as_sentence(err)) from None
             elapsed = time.perf_counter() - start
-        rate = format_ms(elapsed, req.steps)
-        return data_url(images), f"done: {req.describe()} - {rate}, {elapsed:.2f} s in all"
+        return data_url(images), req.done(elapsed, req.steps)
 
     def build(self, shell: Shell) -> None:
         gr.api(

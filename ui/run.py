@@ -467,6 +467,12 @@ class Request:
             f"{self.guidance_note()}{eta}{palette} · seed {self.seed}{self.word_note()}{notes}"
         )
 
+    def done(self, elapsed: float, steps: int, score: str = "") -> str:
+        """The status of the finished run: what was drawn, then its time per step and in all
+        (``benchmarks.concurrency`` reads the "s in all")."""
+        rate = format_ms(elapsed, steps)
+        return f"done: {self.describe()}{score} - {rate}, {elapsed:.2f} s in all"
+
     def guidance_note(self) -> str:
         """Which conditions guided the run and how hard, e.g. "guidance 2 (label + text)",
         "guidance label 2, text 3", with the negative prompt and best of N."""
@@ -759,9 +765,9 @@ def run_on_page(
     except ValueError as err:  # a check the request missed: the package's words, as a sentence
         raise InputError(as_sentence(err)) from None
     elapsed = time.perf_counter() - start
-    rate = format_ms(elapsed, frame.step)
     if stopped:
         final, sprites = frame.x0, gr.skip()
+        rate = format_ms(elapsed, frame.step)
         status = (
             f"stopped at step {frame.step}/{frame.total}: {req.describe()} - {rate}. "
             "The sheet shows the model's guess x̂₀ so far."
@@ -773,7 +779,7 @@ def run_on_page(
         score = ""
         if frame.scores is not None:
             score = f" · SpriteCLIP score {float(frame.scores.mean()):.3f}"
-        status = f"done: {req.describe()}{score} - {rate}, {elapsed:.2f} s in all"
+        status = req.done(elapsed, frame.step, score)
     # A sheet's sprites are enlarged to about SPRITE_PX, a tileable run's laid tiles to TILE_PX.
     scale = enlargement(final.shape[-2], TILE_PX if req.tileable else SPRITE_PX)
     with studio.store.run() as folder:
