@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 from diffusion import SAMPLERS, SpritePipeline
+from diffusion.device import bf16_pays
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -54,10 +55,11 @@ def bare_calls(pipe: SpritePipeline, n: int, calls: int) -> Callable[[], None]:
     x = torch.randn(2 * n, pipe.channels, pipe.resolution, pipe.resolution)
     t = torch.full((2 * n,), pipe.schedule.T / 2)
     context = torch.cat([pipe.encode_context("hero", n), torch.zeros(n, len(pipe.labels))])
+    bf16 = pipe.bf16 and bf16_pays(pipe.device, 2 * n)
 
     @torch.inference_mode()
     def run() -> None:
-        with torch.autocast("cpu", torch.bfloat16, enabled=pipe.bf16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             for _ in range(calls):
                 pipe.model(x, t, context)
 
@@ -76,13 +78,14 @@ def diffusers_loop(pipe: SpritePipeline, n: int, steps: int, guidance: float):
     )
     context = torch.cat([pipe.encode_context("hero", n), torch.zeros(n, len(pipe.labels))])
     generator = torch.Generator().manual_seed(0)
+    bf16 = pipe.bf16 and bf16_pays(pipe.device, 2 * n)
 
     @torch.inference_mode()
     def run() -> torch.Tensor:
         scheduler.set_timesteps(steps)
         x = torch.randn(n, pipe.channels, pipe.resolution, pipe.resolution, generator=generator)
         for t in scheduler.timesteps:
-            with torch.autocast("cpu", torch.bfloat16, enabled=pipe.bf16):
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 out = pipe.model(torch.cat([x, x]), t.float().expand(2 * n), context).float()
             cond, uncond = out.chunk(2)
             x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample

@@ -50,6 +50,19 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
+# bf16 autocast casts every weight to bf16 on every network call. On a CPU, below a batch of
+# this many inputs that cast costs more than the bf16 kernels save: `python -m
+# benchmarks.precision` on one thread of a Xeon with AMX (2026-12-07), the 16x16 ContextUnet,
+# bf16 against float32: batch 1 10.2 ms against 7.3, 2 11.1 against 11.0, 4 13.0 against 16.5.
+CPU_BF16_MIN_BATCH = 4
+
+
+def bf16_pays(device: torch.device, batch: int) -> bool:
+    """Whether one network call on ``batch`` inputs should run in bf16 autocast, given a device
+    where :func:`bf16_is_fast`: always on a GPU, from a batch of ``CPU_BF16_MIN_BATCH`` on a CPU."""
+    return device.type != "cpu" or batch >= CPU_BF16_MIN_BATCH
+
+
 def describe(device: torch.device) -> str:
     """The hardware in words, for model cards: the GPU's name, or the CPU's name (where the
     system tells it), cores and threads: a CPU run's speed depends on which CPU it was."""

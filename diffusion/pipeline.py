@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from . import objectives, render
 from .autoencoder import SpriteVAE
-from .device import bf16_is_fast, configure_cpu_threads, default_device
+from .device import bf16_is_fast, bf16_pays, configure_cpu_threads, default_device
 from .files import atomic_write, read_config, write_config
 from .hub import resolve_model_dir
 from .model import (
@@ -199,7 +199,8 @@ class SpritePipeline:
     @property
     def bf16(self) -> bool:
         """Whether the network runs in bf16 autocast: the model's ``precision`` default says
-        "bf16" and the device has fast bf16 (see :func:`diffusion.device.bf16_is_fast`)."""
+        "bf16" and the device has fast bf16 (see :func:`diffusion.device.bf16_is_fast`). On a
+        CPU a call on a small batch still runs in float32 (:func:`diffusion.device.bf16_pays`)."""
         return self.defaults.get("precision") == "bf16" and bf16_is_fast(self.device)
 
     @property
@@ -468,7 +469,8 @@ class SpritePipeline:
             if self_condition:
                 prev = torch.zeros_like(x) if x0_prev is None else x0_prev
                 extra["x0_prev"] = torch.cat([prev] * copies)
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+            fast = bf16 and bf16_pays(self.device, len(model_in))
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=fast):
                 out = network(model_in, t, context, **extra).float()
             eps = objectives.eps_from_output(prediction, out, model_in, 1 / (1 + sigma**2))
             if copies > 1:

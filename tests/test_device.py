@@ -1,6 +1,6 @@
 import torch
 
-from diffusion.device import cpu_name, describe
+from diffusion.device import CPU_BF16_MIN_BATCH, bf16_pays, cpu_name, describe
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 9R14
@@ -26,3 +26,11 @@ def test_a_cpu_card_names_the_cpu_its_cores_and_threads():
     text = describe(torch.device("cpu"))
     assert text.startswith(f"CPU ({cpu_name()}), ")
     assert text.endswith(f"{torch.get_num_threads()} torch threads")
+
+
+def test_bf16_pays_on_a_gpu_always_and_on_a_cpu_from_a_batch_of_a_few():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert not bf16_pays(cpu, 1)
+    assert not bf16_pays(cpu, CPU_BF16_MIN_BATCH - 1)
+    assert bf16_pays(cpu, CPU_BF16_MIN_BATCH)
+    assert bf16_pays(gpu, 1)
