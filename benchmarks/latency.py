@@ -3,7 +3,8 @@
     python -m benchmarks.latency [--model weights/sprites16] [--threads 1 2] [--repeats 20]
         [--prompt "red potion"] [--compile]
 
-All in one run, for each thread count and each of float32 / the model's precision:
+All in one run, for each thread count and each of float32 / the model's precision (bf16 on a
+CPU only for batches of ``diffusion.device.CPU_BF16_MIN_BATCH`` or more, as the app runs it):
 - ``pipeline, defaults``: ``SpritePipeline.generate`` at the model's defaults (sampler, steps,
   guidance, palette stage; with ``--prompt``, the text encoder too); ``first frame``: the time to
   the first frame of ``stream``;
@@ -29,7 +30,6 @@ from collections.abc import Callable
 import torch
 
 from diffusion import SAMPLERS, SpritePipeline
-from diffusion.device import bf16_pays
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -55,7 +55,7 @@ def bare_calls(pipe: SpritePipeline, n: int, calls: int) -> Callable[[], None]:
     x = torch.randn(2 * n, pipe.channels, pipe.resolution, pipe.resolution)
     t = torch.full((2 * n,), pipe.schedule.T / 2)
     context = torch.cat([pipe.encode_context("hero", n), torch.zeros(n, len(pipe.labels))])
-    bf16 = pipe.bf16 and bf16_pays(pipe.device, 2 * n)
+    bf16 = pipe.uses_bf16(2 * n)
 
     @torch.inference_mode()
     def run() -> None:
@@ -78,7 +78,7 @@ def diffusers_loop(pipe: SpritePipeline, n: int, steps: int, guidance: float):
     )
     context = torch.cat([pipe.encode_context("hero", n), torch.zeros(n, len(pipe.labels))])
     generator = torch.Generator().manual_seed(0)
-    bf16 = pipe.bf16 and bf16_pays(pipe.device, 2 * n)
+    bf16 = pipe.uses_bf16(2 * n)
 
     @torch.inference_mode()
     def run() -> torch.Tensor:

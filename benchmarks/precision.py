@@ -1,10 +1,11 @@
 """Where bf16 autocast starts to pay: one network call, float32 against bf16, by batch size.
 
-    python -m benchmarks.precision [--model weights/sprites16] [--threads 1] [--batches 1,2,4,16]
+    python -m benchmarks.precision [--model weights/sprites16] [--threads 1] [--batches 1,2,4]
 
 Prints the median time of one call of the model's network at each batch size in float32 and in
 bf16 autocast, on this machine's CPU (or ``--device``). ``diffusion.device.CPU_BF16_MIN_BATCH``
-is the smallest batch at which bf16 won on the CPU it was measured on; run this to check yours.
+is the smallest batch at which bf16 did not lose on the CPUs it was measured on (docs/speed.md,
+"Precision"); run this to check yours. For models that draw from labels (not an upscaler).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=50)
     args = p.parse_args(argv)
     pipe = SpritePipeline.from_pretrained(args.model, device=args.device)
+    if pipe.low_res:
+        p.error(f"{args.model} is an upscaler: its network also takes the small sprite")
     torch.set_num_threads(args.threads)
     print(f"{describe(pipe.device)}; bf16 is fast here: {bf16_is_fast(pipe.device)}")
     print(f"CPU_BF16_MIN_BATCH = {CPU_BF16_MIN_BATCH}")

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from .autoencoder import VAEConfig
+from .device import CPU_BF16_MIN_BATCH
 from .files import atomic_write
 from .options import guidance_floor
 
@@ -268,7 +269,8 @@ def render_card(
         )
         + f", {sampling.get('spacing')} spacing, palette stage "
         f"{sampling.get('palette', 'raw')}, precision {sampling.get('precision', 'fp32')} "
-        "(bf16 only where the device has fast bf16).\n",
+        "(bf16 only where the device has fast bf16; on a CPU, for a batch of "
+        f"{CPU_BF16_MIN_BATCH} or more).\n",
         "## Model and training\n",
         f"- network: ContextUnet, channels {model['channels']}, "
         f"{model['blocks_per_level']} residual block(s) per level"

@@ -50,11 +50,11 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
-# bf16 autocast casts every weight to bf16 on every network call. On a CPU, below a batch of
-# this many inputs that cast costs more than the bf16 kernels save: `python -m
-# benchmarks.precision` on one thread of a Xeon with AMX (2026-12-07), the 16x16 ContextUnet,
-# bf16 against float32: batch 1 10.2 ms against 7.3, 2 11.1 against 11.0, 4 13.0 against 16.5.
-CPU_BF16_MIN_BATCH = 4
+# bf16 autocast casts every weight to bf16 on every network call. On a CPU a lone input (a
+# batch of 1) is too little work to pay for that cast: 1.4x float32's time on a Xeon with AMX.
+# A batch of 2 (one guided sprite) was even there and faster in bf16 on an AMD EPYC with
+# AVX512-BF16. Figures and `python -m benchmarks.precision`: docs/speed.md, "Precision".
+CPU_BF16_MIN_BATCH = 2
 
 
 def bf16_pays(device: torch.device, batch: int) -> bool:

@@ -199,9 +199,15 @@ class SpritePipeline:
     @property
     def bf16(self) -> bool:
         """Whether the network runs in bf16 autocast: the model's ``precision`` default says
-        "bf16" and the device has fast bf16 (see :func:`diffusion.device.bf16_is_fast`). On a
-        CPU a call on a small batch still runs in float32 (:func:`diffusion.device.bf16_pays`)."""
+        "bf16" and the device has fast bf16 (see :func:`diffusion.device.bf16_is_fast`); on a
+        CPU, for batches large enough (:meth:`uses_bf16`)."""
         return self.defaults.get("precision") == "bf16" and bf16_is_fast(self.device)
+
+    def uses_bf16(self, batch: int) -> bool:
+        """Whether a network call on ``batch`` inputs runs in bf16 autocast: :attr:`bf16`, and
+        on a CPU a batch of at least ``diffusion.device.CPU_BF16_MIN_BATCH``
+        (:func:`diffusion.device.bf16_pays`)."""
+        return self.bf16 and bf16_pays(self.device, batch)
 
     @property
     def rgba(self) -> bool:
@@ -450,7 +456,6 @@ class SpritePipeline:
         prediction = getattr(config, "prediction", "eps")
         self_condition = getattr(config, "self_condition", False)
         x0_prev: Tensor | None = None
-        bf16 = self.bf16
         network = _tiling(self.model) if tileable else self.model
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
@@ -469,8 +474,8 @@ class SpritePipeline:
             if self_condition:
                 prev = torch.zeros_like(x) if x0_prev is None else x0_prev
                 extra["x0_prev"] = torch.cat([prev] * copies)
-            fast = bf16 and bf16_pays(self.device, len(model_in))
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=fast):
+            bf16 = self.uses_bf16(len(model_in))
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
                 out = network(model_in, t, context, **extra).float()
             eps = objectives.eps_from_output(prediction, out, model_in, 1 / (1 + sigma**2))
             if copies > 1:

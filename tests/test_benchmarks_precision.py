@@ -6,7 +6,7 @@ from benchmarks import precision
 from tests.test_app import tiny_pipeline
 
 
-def test_precision_benchmark_times_both_precisions_at_each_batch(tmp_path, capsys):
+def test_precision_benchmark_times_both_precisions_at_each_batch(tmp_path, capsys, one_thread):
     folder = tmp_path / "tiny"
     tiny_pipeline().save_pretrained(folder)
     precision.main(["--model", str(folder), "--batches", "1,3", "--repeats", "1"])
