@@ -179,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="MODEL",
         help="start from this model folder's weights (same network; a text part starts at zero, "
-        "an alpha channel added to an RGB model too)",
+        "an alpha channel added to an RGB model too, and so does self-attention at more levels)",
     )
     p.add_argument("--schedule", default="linear", choices=SCHEDULES)
     p.add_argument("--T", type=int, default=500, help="diffusion steps of the schedule")
@@ -661,14 +661,17 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
     An RGB model can start an RGBA one: its stem and output convolutions get an alpha channel
     whose weights start at zero. Likewise a model of sprites can start an upscaler of them: the
     stem's inputs for the low-resolution image start at zero, so it begins as the generator it
-    was and learns to follow the small sprite. Returns the steps and minutes that model was
-    trained.
+    was and learns to follow the small sprite. Self-attention added at more levels starts as
+    the identity (its output projection is zero), so a trained model can grow it and go on
+    from the same outputs. Returns the steps and minutes that model was trained.
     """
     pipe = SpritePipeline.from_pretrained(folder, device="cpu")
     ours, theirs = model.config.to_dict(), pipe.model.config.to_dict()
     # Dropout holds no weights, so a continuation may add or change it.
-    growable = {"text_dim", "in_channels", "low_res", "cross_attention", "dropout"}
+    growable = {"text_dim", "in_channels", "low_res", "cross_attention", "attention", "dropout"}
     differ = sorted(k for k in ours if k not in growable and ours[k] != theirs.get(k))
+    if not set(theirs.get("attention", ())) <= set(ours["attention"]):
+        differ.append("attention")
     other_upscaler = theirs.get("low_res", 0) not in (0, ours["low_res"])
     if differ or other_upscaler or ours["in_channels"] < theirs["in_channels"]:
         raise SystemExit(f"--init {folder}: its network differs in {differ}; pass the same flags")
@@ -679,8 +682,9 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
             grown[tuple(slice(0, n) for n in state[name].shape)] = state[name]
             state[name] = grown
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # A text part, and cross-attention grown beside a block, start at zero: the same outputs.
-    if unexpected or any(not k.startswith("text_mlp.") and ".cross." not in k for k in missing):
+    # A text part, and attention grown beside a block, start at zero: the same outputs.
+    new_parts = ("text_mlp.", ".cross.", ".attn.")
+    if unexpected or any(not any(part in k for part in new_parts) for k in missing):
         raise SystemExit(f"--init {folder}: another network ({missing=}, {unexpected=})")
     training = pipe.config.get("training", {})
     return {

@@ -292,6 +292,30 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
     )
 
 
+def test_a_model_grown_with_self_attention_starts_as_it_was(tmp_path):
+    """--init into a network with self-attention at more levels: the new attention starts as
+    the identity, so the outputs are the old network's; taking attention away is refused."""
+    from diffusion import ContextUnet, Schedule
+    from diffusion.model import UnetConfig
+
+    fields = {"num_labels": 3, "resolution": 8, "channels": (8, 16), "emb_dim": 16}
+    old = ContextUnet(UnetConfig(**fields, attention=(1,)))
+    for p in old.parameters():  # zero-initialised layers made non-trivial
+        torch.nn.init.normal_(p, std=0.1)
+    SpritePipeline(old, Schedule.linear(T=50), ["a", "b", "c"]).save_pretrained(tmp_path / "old")
+    grown = ContextUnet(UnetConfig(**fields, attention=(0, 1)))
+    train.init_from(grown, tmp_path / "old")
+    x, t, c = torch.randn(2, 3, 8, 8), torch.tensor([5.0, 40.0]), torch.eye(3)[[0, 2]]
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, c), old(x, t, c), rtol=0, atol=1e-6)
+        for name, p in grown.named_parameters():
+            if ".attn.proj." in name:
+                p.normal_(0, 0.1)
+        assert not torch.allclose(grown(x, t, c), old(x, t, c), atol=1e-3)
+    with pytest.raises(SystemExit, match="attention"):
+        train.init_from(ContextUnet(UnetConfig(**fields)), tmp_path / "old")
+
+
 def test_bad_data_is_one_line_naming_the_flag(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(SystemExit, match=f"^--data: {missing}: no such dataset folder$"):
