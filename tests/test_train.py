@@ -16,7 +16,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from diffusion import SpritePipeline, train
+from diffusion import ContextUnet, Schedule, SpritePipeline, train
+from diffusion.model import UnetConfig
 
 
 @pytest.fixture
@@ -295,9 +296,6 @@ def test_a_run_started_from_a_model_resumes_and_counts_all_steps(data_dir, tmp_p
 def test_a_model_grown_with_self_attention_starts_as_it_was(tmp_path):
     """--init into a network with self-attention at more levels: the new attention starts as
     the identity, so the outputs are the old network's; taking attention away is refused."""
-    from diffusion import ContextUnet, Schedule
-    from diffusion.model import UnetConfig
-
     fields = {"num_labels": 3, "resolution": 8, "channels": (8, 16), "emb_dim": 16}
     old = ContextUnet(UnetConfig(**fields, attention=(1,)))
     for p in old.parameters():  # zero-initialised layers made non-trivial
