@@ -670,8 +670,10 @@ def init_from(model: ContextUnet, folder: Path) -> dict:
     # Dropout holds no weights, so a continuation may add or change it.
     growable = {"text_dim", "in_channels", "low_res", "cross_attention", "attention", "dropout"}
     differ = sorted(k for k in ours if k not in growable and ours[k] != theirs.get(k))
-    if not set(theirs.get("attention", ())) <= set(ours["attention"]):
-        differ.append("attention")
+    # Attention may be added at more levels, never taken away.
+    differ += [
+        k for k in ("attention", "cross_attention") if not set(theirs.get(k, ())) <= set(ours[k])
+    ]
     other_upscaler = theirs.get("low_res", 0) not in (0, ours["low_res"])
     if differ or other_upscaler or ours["in_channels"] < theirs["in_channels"]:
         raise SystemExit(f"--init {folder}: its network differs in {differ}; pass the same flags")
