@@ -35,10 +35,10 @@ def models(names: list[str]) -> list[Path]:
     return sorted(c.parent for c in WEIGHTS.glob("*/config.json") if "format" in c.read_text())
 
 
-def variants(device: torch.device) -> Iterator[str]:
-    """The variants that apply on this device (compile and CUDA graphs on CUDA only: on a CPU
-    compile's start-up costs more than it saves at these sizes, see docs/speed.md)."""
-    for variant in VARIANTS:
+def variants(device: torch.device, chosen: tuple[str, ...] = VARIANTS) -> Iterator[str]:
+    """The chosen variants that apply on this device (compile and CUDA graphs on CUDA only: on a
+    CPU compile's start-up costs more than it saves at these sizes, see docs/speed.md)."""
+    for variant in chosen:
         if variant in ("compile", "cuda-graphs") and device.type != "cuda":
             continue
         if variant == "bf16" and device.type == "cpu":
@@ -93,26 +93,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batches", default="1,16,256,4096")
     p.add_argument("--steps", type=int, default=None, help="default: each model's own")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument(
+        "--variants", default=",".join(VARIANTS), help="a comma-separated subset, in this order"
+    )
+    p.add_argument("--json", type=Path, help="also write the figures here, after each variant")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batches = [int(b) for b in args.batches.split(",")]
+    chosen = tuple(v.strip() for v in args.variants.split(","))
+    if unknown := set(chosen) - set(VARIANTS):
+        p.error(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     results: dict = {"device": describe(device), "torch": torch.__version__, "models": {}}
     print(f"device: {results['device']}, torch {torch.__version__}")
     for folder in models(args.models):
-        figures = results["models"][folder.name] = {}
-        for variant in variants(device):
+        figures = results["models"][str(folder)] = {}
+        for variant in variants(device, chosen):
             pipe = load(folder, device, variant)
             rates = {b: sprites_per_second(pipe, b, args.steps, args.repeats) for b in batches}
             first, gif = app_request(pipe, args.steps)
             figures[variant] = {"sprites_per_s": rates, "first_frame_s": first, "gif_s": gif}
             print(
-                f"{folder.name:16s} {variant:11s} "
+                f"{str(folder):24s} {variant:11s} "
                 + "  ".join(f"b{b}: {r:9.1f}/s" for b, r in rates.items())
                 + f"  first frame {1000 * first:6.1f} ms, GIF {1000 * gif:7.1f} ms"
             )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+            # Written as it goes: a run stopped at a time limit keeps what it measured.
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ augmentation, class-balanced sampling, and on a GPU bf16 autocast and torch.comp
 
 The run folder is always a loadable model (config.json, model.safetensors, README.md), plus
 ``checkpoint.pt`` for ``--resume``, ``loss.csv`` and ``samples/``. Checkpoints are written
-atomically after every epoch, so a killed run resumed with ``--resume`` loses at most one epoch
-and continues exactly (weights, optimiser, EMA, step and random state).
+atomically after an epoch once ``--checkpoint-every`` seconds have passed (a minute; on a GPU an
+epoch of sprites can take less than a second, and writing the optimiser's state after each one
+would cost more than the training), so a killed run resumed with ``--resume`` loses at most that
+much and continues exactly (weights, optimiser, EMA, step and random state).
 """
 
 from __future__ import annotations
@@ -65,8 +67,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-minutes",
         type=float,
         default=None,
-        help="stop after the epoch that passes this much training time (a lent GPU's budget); "
-        "the run folder is exported as always and --resume continues it",
+        help="stop after the epoch that passes this much training time (a lent GPU's budget), "
+        "with the learning rate's cosine annealed by then; the run folder is exported as always "
+        "and --resume continues it",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="write checkpoint.pt after the first epoch that ends this long after the last one, "
+        "and after the last epoch (0: after every epoch); a killed run loses no more",
     )
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -203,10 +214,15 @@ def sampling_weights(labels: np.ndarray, balance: float) -> torch.Tensor:
     return torch.as_tensor(counts[labels] ** -float(balance), dtype=torch.float64)
 
 
-def lr_at(step: int, total: int, args: argparse.Namespace) -> float:
+def lr_at(step: int, total: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
+    """Warm-up, then a cosine from --lr down to --min-lr-ratio of it over the run's steps, or
+    over its --max-minutes where those run out first: a budgeted run ends annealed whatever the
+    device's speed (``elapsed``: seconds trained when the epoch began)."""
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
     progress = (step - args.warmup_steps) / max(1, total - args.warmup_steps)
+    if args.max_minutes:
+        progress = max(progress, elapsed / (60 * args.max_minutes))
     cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * cosine)
 
@@ -333,7 +349,7 @@ class Trainer:
             low = low[mine].to(self.device) if low is not None else None
             xt = xt.contiguous(memory_format=self.memory_format)
             for group in self.opt.param_groups:
-                group["lr"] = lr_at(self.step, self.total_steps, a)
+                group["lr"] = lr_at(self.step, self.total_steps, a, self.elapsed)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
                 x0_prev = (
                     self.x0_estimate(xt, t, context, abar, self_cond, text, low)
@@ -351,23 +367,27 @@ class Trainer:
             self.opt.step()
             self.update_ema()
             self.step += 1
-            losses.append(self.batch_loss(loss))
+            # Kept on the device: reading a loss back every step would make the CPU wait for
+            # the GPU, and a small network's steps are short enough for that to cost.
+            losses.append(loss.detach())
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-        return float(np.mean(losses))
+        return self.mean_loss(losses)
+
+    def add_time(self, seconds: float) -> None:
+        """Count an epoch's training time as the first process measured it: every process then
+        anneals and stops by the same clock (replicas with different learning rates would part)."""
+        clock = torch.tensor(self.elapsed + seconds, dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            dist.broadcast(clock, src=0)
+        self.elapsed = clock.item()
 
     def out_of_time(self) -> bool:
-        """Whether --max-minutes has passed, as the first process measured it."""
-        if self.args.max_minutes is None:
-            return False
-        over = torch.tensor(float(self.elapsed > 60 * self.args.max_minutes), device=self.device)
-        if self.world > 1:
-            dist.broadcast(over, src=0)
-        return bool(over)
+        return self.args.max_minutes is not None and self.elapsed > 60 * self.args.max_minutes
 
-    def batch_loss(self, loss: torch.Tensor) -> float:
-        """The whole batch's loss, for the log (each process holds its share's)."""
-        loss = loss.detach()
+    def mean_loss(self, losses: list[torch.Tensor]) -> float:
+        """The epoch's mean loss over the whole batches, for the log (each process holds the
+        losses of its shares)."""
+        loss = torch.stack(losses).mean()
         if self.world > 1:
             dist.all_reduce(loss)
             loss /= self.world
@@ -385,8 +405,9 @@ class Trainer:
     def update_ema(self) -> None:
         # Warm the decay up so early EMA weights are not dominated by the random init.
         decay = min(self.args.ema_decay, (1 + self.step) / (10 + self.step))
-        for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-            e.lerp_(p, 1 - decay)
+        # One fused call for all parameters: on a GPU, one small kernel each would cost more
+        # than the update itself.
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
 
     # -- saving ---------------------------------------------------------------------------------
 
@@ -799,22 +820,25 @@ def main(argv: list[str] | None = None) -> None:
     with open(log_path, "a", newline="") if main_process else contextlib.nullcontext() as f:
         if f is not None and new_log:
             csv.writer(f).writerow(["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s"])
+        saved = 0.0  # the first epoch is always saved: a run killed in its first minute resumes
         while trainer.epoch < args.epochs:
             t0 = time.time()
             loss = trainer.train_epoch(bar)
             trainer.epoch += 1
-            trainer.elapsed += time.time() - t0
+            trainer.add_time(time.time() - t0)
             speed = len(data) / (time.time() - t0)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.0f}", epoch=trainer.epoch)
+            last = trainer.out_of_time() or trainer.epoch == args.epochs
             if f is not None:
                 lr = trainer.opt.param_groups[0]["lr"]
                 row = [trainer.epoch, trainer.step, f"{loss:.5f}", f"{lr:.3e}", f"{speed:.1f}"]
                 csv.writer(f).writerow([*row, f"{trainer.elapsed:.1f}"])
                 f.flush()
-                trainer.save_checkpoint()
-                if trainer.epoch % args.sample_every == 0 and trainer.epoch < args.epochs:
+                if last or time.time() - saved >= args.checkpoint_every:
+                    trainer.save_checkpoint()
+                    saved = time.time()
+                if trainer.epoch % args.sample_every == 0 and not last:
                     export_run(trainer)
-            # Every process stops after the same epoch: the first one's clock decides.
             if trainer.out_of_time():
                 print(f"stopping after {trainer.elapsed / 60:.1f} minutes (--max-minutes)")
                 break

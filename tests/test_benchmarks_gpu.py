@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from benchmarks import gpu
 from tests.test_app import tiny_pipeline
 
@@ -16,9 +19,20 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path):
               "--repeats", "1", "--json", str(out)])  # fmt: skip
     figures = json.loads(out.read_text())
     assert figures["device"].startswith("CPU")
-    fp32 = figures["models"]["tiny"]["fp32"]
-    assert set(figures["models"]["tiny"]) == {"fp32"}  # compile and graphs are CUDA-only
+    # Keyed by the folder as given: a run folder and the shipped one may share a name.
+    fp32 = figures["models"][str(folder)]["fp32"]
+    assert set(figures["models"][str(folder)]) == {"fp32"}  # compile and graphs are CUDA-only
     assert set(fp32["sprites_per_s"]) == {"1", "3"} and all(
         r > 0 for r in fp32["sprites_per_s"].values()
     )
     assert 0 < fp32["first_frame_s"] < fp32["gif_s"]
+
+
+def test_variants_are_a_checked_subset(capsys):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert list(gpu.variants(cuda)) == ["fp32", "bf16", "compile", "cuda-graphs"]
+    assert list(gpu.variants(cuda, ("fp32", "compile"))) == ["fp32", "compile"]
+    assert list(gpu.variants(cpu)) == ["fp32"]
+    with pytest.raises(SystemExit):
+        gpu.main(["--variants", "fp32,fast"])
+    assert "unknown ['fast']" in capsys.readouterr().err

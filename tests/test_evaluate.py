@@ -404,7 +404,8 @@ def test_evaluate_needs_held_out_sprites_of_every_label(tmp_path: Path) -> None:
         evaluate(tiny_pipeline(), lone_green, cache_dir=tmp_path)
 
 
-def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def cli_args(tmp_path: Path) -> list[str]:
+    """The command line of a small evaluation: a tiny model and synthetic data, saved."""
     data = synthetic_sprites(n_per_label=20)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -412,10 +413,13 @@ def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     np.save(data_dir / "labels.npy", np.eye(3, dtype=np.float32)[data.labels])
     (data_dir / "meta.json").write_text(json.dumps({"label_names": LABELS}))
     tiny_pipeline().save_pretrained(tmp_path / "model")
-    out = tmp_path / "report.json"
-
     args = [str(tmp_path / "model"), "--data", str(data_dir), "--n", "8", "--steps", "3"]
-    args += ["--sampler", "euler_ancestral", "--guidance", "2", "--seed", "5"]
+    return [*args, "--sampler", "euler_ancestral", "--guidance", "2", "--seed", "5"]
+
+
+def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = cli_args(tmp_path)
+    out = tmp_path / "report.json"
     assert main([*args, "--json", str(out), "--cache", str(tmp_path / "cache")]) == 0
 
     report = json.loads(out.read_text())
@@ -428,6 +432,30 @@ def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     assert report["n_per_label"] == 8
     assert "near-copy rate" in capsys.readouterr().out
+
+
+def test_cli_against_a_report_says_which_model_is_better(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*cli_args(tmp_path), "--cache", str(tmp_path / "cache")]
+    assert main([*args, "--json", str(tmp_path / "report.json")]) == 0
+    baseline = json.loads((tmp_path / "report.json").read_text())
+    # The same model and seed measure the same, but for a critic that found the baseline's
+    # sprites far harder to tell from real ones.
+    baseline["c2st_accuracy"]["generated"] -= 0.3
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    capsys.readouterr()
+    assert main([*args, "--against", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    lines = lines[lines.index(f"against {path} (95%; lower is better; z < 0: this model lower)") :]
+    verdicts = {line.split()[0]: line for line in lines[2:]}
+    assert verdicts["c2st_accuracy"].endswith(str(path))
+    assert verdicts["kid_patterns"].endswith("within the noise") and "z  +0.00" in verdicts["kid"]
+    # Another count per label is refused before any sampling, naming the flag.
+    with pytest.raises(SystemExit):
+        main([*args, "--n", "9", "--against", str(tmp_path / "baseline.json")])
+    assert "--against" in capsys.readouterr().err
 
 
 def test_a_model_of_transparency_is_measured_on_white_with_its_alpha(tmp_path: Path) -> None:

@@ -102,8 +102,9 @@ def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train.Trainer, "save_checkpoint", save_then_crash)
+    every_epoch = ("--checkpoint-every", "0")
     with pytest.raises(KeyboardInterrupt):
-        train.main(args(data_dir, crashed, "--epochs", "3", "--sample-every", "9"))
+        train.main(args(data_dir, crashed, "--epochs", "3", "--sample-every", "9", *every_epoch))
     monkeypatch.undo()
     with pytest.raises(SystemExit, match="already holds a run"):
         train.main(args(data_dir, crashed, "--epochs", "3"))
@@ -119,7 +120,8 @@ def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
 
 def test_sigkill_loses_at_most_one_epoch(data_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "diffusion.train", *args(data_dir, out, "--epochs", "400")]
+    run = args(data_dir, out, "--checkpoint-every", "0", "--epochs", "400")
+    cmd = [sys.executable, "-m", "diffusion.train", *run]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -152,6 +154,39 @@ def test_class_balancing_and_lr_schedule():
     assert train.lr_at(0, 110, a) == pytest.approx(1e-4)
     assert train.lr_at(10, 110, a) == pytest.approx(1e-3)
     assert train.lr_at(110, 110, a) == pytest.approx(1e-4)
+    # A budgeted run anneals by the clock when its steps would outlast the budget.
+    budget = train.parse_args(["--data", "d", "--out", "o", "--warmup-steps", "10", "--lr", "1e-3",
+                               "--max-minutes", "2"])  # fmt: skip
+    assert train.lr_at(60, 110, budget, elapsed=0.0) == pytest.approx(train.lr_at(60, 110, a))
+    assert train.lr_at(60, 110, budget, elapsed=90.0) == pytest.approx(2.318e-4, rel=1e-3)
+    assert train.lr_at(20, 110, budget, elapsed=120.0) == pytest.approx(1e-4)
+
+
+def test_checkpoints_follow_the_clock_and_always_end_a_run(data_dir, tmp_path, monkeypatch):
+    saved = []
+    save = train.Trainer.save_checkpoint
+
+    def counted(self):
+        saved.append(self.epoch)
+        save(self)
+
+    monkeypatch.setattr(train.Trainer, "save_checkpoint", counted)
+    train.main(args(data_dir, tmp_path / "a", "--epochs", "4", "--sample-every", "9"))
+    assert saved == [1, 4]  # the first epoch, then none within the minute, then the last
+    saved.clear()
+    train.main(args(data_dir, tmp_path / "b", "--epochs", "4", "--checkpoint-every", "0"))
+    assert saved == [1, 2, 3, 4]
+
+
+def test_a_budgeted_run_stops_annealed(data_dir, tmp_path):
+    out = tmp_path / "budget"
+    train.main(args(data_dir, out, "--epochs", "100000", "--max-minutes", "0.05", "--lr", "1e-3"))
+    rows = log_rows(out)
+    assert 1 < len(rows) < 100000
+    assert float(rows[-1]["elapsed_s"]) >= 3.0
+    # The last epoch began within an epoch of the budget: its learning rate is near the floor
+    # (--min-lr-ratio 0.1 of 1e-3), far below where the steps alone would have it.
+    assert float(rows[-1]["lr"]) < 1.5e-4
 
 
 def test_push_to_hub_uploads_the_folder(data_dir, tmp_path, monkeypatch):

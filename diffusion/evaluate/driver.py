@@ -700,6 +700,16 @@ def _attach_uncertainty(
         block["ci95"][fig] = [max(low, 0.0) if nonnegative else low, high]
 
 
+def check_comparable(report_a: dict[str, Any], report_b: dict[str, Any]) -> None:
+    """A ValueError unless the two reports measured the same data at the same count per label:
+    only then do their figures and uncertainties speak of the same thing."""
+    for key in ("data", "n_per_label"):
+        if report_a.get(key) != report_b.get(key):
+            raise ValueError(
+                f"reports differ in {key}: {report_a.get(key)!r} vs {report_b.get(key)!r}"
+            )
+
+
 def compare(
     report_a: dict[str, Any],
     report_b: dict[str, Any],
@@ -721,11 +731,7 @@ def compare(
     """
     if metric not in UNCERTAIN:
         raise ValueError(f"compare needs a metric with an uncertainty: one of {UNCERTAIN}")
-    for key in ("data", "n_per_label"):
-        if report_a.get(key) != report_b.get(key):
-            raise ValueError(
-                f"reports differ in {key}: {report_a.get(key)!r} vs {report_b.get(key)!r}"
-            )
+    check_comparable(report_a, report_b)
     a, b = report_a[metric][figure], report_b[metric][figure]
     se_a, se_b = report_a[metric]["se"][figure], report_b[metric]["se"][figure]
     if a is None or b is None or se_a is None or se_b is None:

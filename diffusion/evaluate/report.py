@@ -10,7 +10,13 @@ from typing import Any
 from diffusion import SpritePipeline, render
 from diffusion.data import load_dataset
 from diffusion.evaluate.classifier import DEFAULT_CACHE
-from diffusion.evaluate.driver import evaluate_palettes, evaluate_text
+from diffusion.evaluate.driver import (
+    UNCERTAIN,
+    check_comparable,
+    compare,
+    evaluate_palettes,
+    evaluate_text,
+)
 from diffusion.evaluate.prompts import evaluate_prompts, format_prompt_report
 from diffusion.options import guidance_floor
 
@@ -148,6 +154,34 @@ def _class_prompts(choice: str | None) -> dict[str, list[str]] | None:
     return prompts
 
 
+def format_comparison(
+    reports: dict[str, dict[str, Any]], baseline: dict[str, Any], name: str = "baseline"
+) -> str:
+    """Per palette stage measured in both and per figure with an uncertainty, whether the
+    model of ``reports`` (palette name -> report) beats ``baseline`` (a ``--json`` report, its
+    other stages under "variants") beyond the noise, by :func:`compare`."""
+    theirs = {baseline["palette"]: baseline, **baseline.get("variants", {})}
+    lines = [f"against {name} (95%; lower is better; z < 0: this model lower)"]
+    for stage, ours in reports.items():
+        if stage not in theirs:
+            continue
+        lines.append(f"palette {stage}")
+        for metric in UNCERTAIN:
+            c = compare(ours, theirs[stage], metric)
+            verdict = {"a": "this model", "b": name, None: "within the noise"}[c["better"]]
+            lines.append(
+                f"  {metric:<26}{c['a']:>8.3f}{c['b']:>8.3f}   z {c['z']:+6.2f}   {verdict}"
+            )
+        memorised = {"this model": ours, name: theirs[stage]}
+        for side, report in memorised.items():
+            if labels := report.get("near_copy_rate", {}).get("memorised"):
+                # compare() then declines to call that side better: copies flatter every figure.
+                lines.append(f"  {side} memorises {', '.join(labels)}")
+    if len(lines) == 1:
+        lines.append(f"  no palette stage in common with {name}: measure with its --palette")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m diffusion.evaluate MODEL --data DIR``."""
     parser = argparse.ArgumentParser(prog="python -m diffusion.evaluate", description=DESCRIPTION)
@@ -209,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
     parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="EVAL_JSON",
+        help="also say, per figure, whether this model beats the one measured in EVAL_JSON (a "
+        "--json report of the same data and --n, e.g. weights/sprites16/eval.json) beyond the "
+        "noise",
+    )
+    parser.add_argument(
         "--cache", type=Path, help=f"classifier cache folder (default {DEFAULT_CACHE})"
     )
     args = parser.parse_args(argv)
@@ -237,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         if text_options:  # checked as a prompted run of this model, before any sampling
             pipe.options(prompt="a", guidance=args.guidance, **text_options)
         class_prompts = _class_prompts(args.prompts)
+        baseline = _baseline(args.against, args.data, args.n)
     except ValueError as err:
         parser.error(str(err))
     args.sampler, args.steps = options.sampler, options.steps
@@ -280,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_prompt_report(measured))
         for report in reports.values():
             report["class_prompts"] = measured
+    if baseline is not None and not args.text_only:
+        print(format_comparison(reports, baseline, str(args.against)))
     if args.json is not None:
         first = next(iter(reports.values()))
         if len(reports) > 1:
@@ -287,3 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(first, indent=2) + "\n")
     return 0
+
+
+def _baseline(path: Path | None, data: str, n: int) -> dict[str, Any] | None:
+    """The report of ``--against``, checked before any sampling: a ValueError naming the flag."""
+    if path is None:
+        return None
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--against {path}: {err}") from None
+    if not isinstance(baseline, dict) or "palette" not in baseline:
+        raise ValueError(f"--against {path}: not a --json report of python -m diffusion.evaluate")
+    try:
+        check_comparable({"data": data, "n_per_label": n}, baseline)
+    except ValueError as err:
+        raise ValueError(f"--against {path}: {err}; measure with the same --data and --n") from None
+    return baseline
