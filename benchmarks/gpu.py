@@ -8,7 +8,8 @@ CUDA graphs, i.e. ``torch.compile(mode="reduce-overhead")``), it prints sprites 
 ``SpritePipeline.generate`` at batch sizes ``--batches`` at the model's default sampler and
 steps (``--steps`` overrides), then the time to the first frame and to the finished GIF of one
 request as the app makes it (16 sprites, streamed, every frame rendered into the GIF). The same
-code runs on every device: only ``--device`` changes. Runs in under 5 minutes on one H200.
+code runs on every device: only ``--device`` changes. Sized to finish within 5 minutes on one
+GPU; it has not yet run on one.
 """
 
 from __future__ import annotations

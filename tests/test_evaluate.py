@@ -458,6 +458,28 @@ def test_cli_against_a_report_says_which_model_is_better(
     assert "--against" in capsys.readouterr().err
 
 
+def test_the_critic_names_the_label_that_gives_itself_away(tmp_path: Path) -> None:
+    data = synthetic_sprites(n_per_label=40)
+    train, _ = data.split(holdout=0.2, seed=0)
+
+    class SpeckledReds:
+        """Training sprites, the first label's with a black speck on every other pixel."""
+
+        labels, resolution = LABELS, 8
+        palette = None
+
+        def generate(self, context: str, n: int, seed: int = 0, **_: object) -> np.ndarray:
+            images = train.images[train.labels == LABELS.index(context)][:n].copy()
+            if context == LABELS[0]:
+                images[:, ::2, ::2] = 0
+            return images
+
+    report = evaluate(SpeckledReds(), data, n_per_label=8, seed=0, cache_dir=tmp_path)
+    critic = {name: r["critic_accuracy"] for name, r in report["per_label"].items()}
+    assert critic[LABELS[0]] > 0.8 and max(critic[LABELS[1]], critic[LABELS[2]]) < 0.7, critic
+    assert f"{critic[LABELS[0]]:.3f}" in format_report(report)
+
+
 def test_a_model_of_transparency_is_measured_on_white_with_its_alpha(tmp_path: Path) -> None:
     data = synthetic_sprites(n_per_label=20)
     # The synthetic sprites' alpha: every non-white pixel is opaque.

@@ -196,6 +196,17 @@ def test_c2st_on_equal_and_different_distributions() -> None:
     assert len(different.accuracy) == len(different.auc) == 5
 
 
+def test_c2st_says_which_sprites_give_their_set_away() -> None:
+    labels = np.repeat([0, 1], 60)
+    a = blobs(120, 0)
+    b = np.concatenate([blobs(60, 1), blobs(60, 2, speckle=0.1)])  # only label 1 is speckled
+    result = two_sample_test(a, b, labels=labels, seed=0)
+    called_right = [result.correct[np.tile(labels, 2) == v].mean() for v in (0, 1)]
+    assert called_right[1] > 0.9 and abs(called_right[0] - 0.5) < 0.15, called_right
+    # The same calls as the folds' accuracies (equal folds here).
+    assert result.correct.mean() == pytest.approx(result.accuracy.mean())
+
+
 def test_c2st_is_deterministic_and_leaves_torch_random_state() -> None:
     a, b = blobs(40, 0), blobs(40, 1, speckle=0.05)
     torch.manual_seed(123)

@@ -36,6 +36,7 @@ from diffusion.evaluate.metrics import (
     KID_SUBSET_SIZE,
     KID_SUBSETS,
     PATTERN_DIM,
+    TWO_SAMPLE_FIGURES,
     TwoSampleResult,
     balanced_indices,
     colours_per_sprite,
@@ -547,12 +548,10 @@ def _measure(
     gen_replicates = {m: np.array([r[m] for r in replicates]) for m in _DISTANCES}
 
     first = np.concatenate([j * n_per_label + np.arange(c) for j, c in enumerate(real.c2st_counts)])
-    c2st_gen = two_sample_test(
-        generated[first],
-        real.c2st_held,
-        labels=np.repeat(np.arange(k), real.c2st_counts),
-        seed=real.seed,
-    )
+    c2st_labels = np.repeat(np.arange(k), real.c2st_counts)
+    c2st_gen = two_sample_test(generated[first], real.c2st_held, labels=c2st_labels, seed=real.seed)
+    # Each label's share of sprites, generated and held-out alike, the critic calls right.
+    critic = _per_label_mean(c2st_gen.correct.astype(float), np.tile(c2st_labels, 2), k)
 
     def distance(metric: str, with_ratio: bool) -> dict[str, Any]:
         block = {"generated": dist[metric], "real_floor": real.floor[metric]}
@@ -585,7 +584,7 @@ def _measure(
                 "folds": C2ST_FOLDS,
                 "per_side": int(real.c2st_counts.sum()),
             }
-            for figure in TwoSampleResult._fields
+            for figure in TWO_SAMPLE_FIGURES
         },
         "near_copy_rate": {
             "generated": float(copies_gen.mean()),
@@ -612,6 +611,7 @@ def _measure(
                 "accuracy_real": float(acc_real[i]),
                 "near_copy_generated": float(copies_gen[i]),
                 "near_copy_real": float(copies_real[i]),
+                "critic_accuracy": float(critic[i]),
             }
             for i, name in enumerate(data.label_names)
         },
@@ -625,7 +625,7 @@ def _measure(
                 "generated": getattr(c2st_gen, figure),
                 "real_floor": getattr(real.c2st_floor, figure),
             }
-            for figure in TwoSampleResult._fields
+            for figure in TWO_SAMPLE_FIGURES
         },
     }
 

@@ -457,11 +457,18 @@ class TwoSampleResult(NamedTuple):
 
     ``accuracy``: the share of sprites the critic assigns to their own set. ``auc``: how often it
     scores a sprite of ``b`` above one of ``a`` (ties half); unlike the accuracy it keeps the
-    critic's confidence, which makes it the more sensitive of the two.
+    critic's confidence, which makes it the more sensitive of the two. ``correct``: per sprite
+    (those of ``a``, then those of ``b``), whether the critic that did not see it in training
+    assigned it to its own set: which sprites, and so which labels, give their set away.
     """
 
     accuracy: np.ndarray
     auc: np.ndarray
+    correct: np.ndarray
+
+
+# The figures of a TwoSampleResult taken over folds.
+TWO_SAMPLE_FIGURES = ("accuracy", "auc")
 
 
 def two_sample_test(
@@ -497,7 +504,7 @@ def two_sample_test(
     x = torch.cat([structure_maps(a), structure_maps(b)])
     y = torch.cat([torch.zeros(m), torch.ones(m)])
     fold_of = np.concatenate([fold_of, fold_of])
-    accuracy, auc = np.empty(folds), np.empty(folds)
+    accuracy, auc, correct = np.empty(folds), np.empty(folds), np.empty(2 * m, bool)
     with torch.random.fork_rng(devices=[]):
         for fold in range(folds):
             test = torch.from_numpy(np.flatnonzero(fold_of == fold))
@@ -507,10 +514,11 @@ def two_sample_test(
             with torch.no_grad():
                 score = critic(x[test]).numpy()
             truth = y[test].numpy() == 1
-            accuracy[fold] = np.mean((score > 0) == truth)
+            correct[test.numpy()] = (score > 0) == truth
+            accuracy[fold] = np.mean(correct[test.numpy()])
             above = score[truth][:, None] - score[~truth][None, :]
             auc[fold] = np.mean(above > 0) + 0.5 * np.mean(above == 0)
-    return TwoSampleResult(accuracy, auc)
+    return TwoSampleResult(accuracy, auc, correct)
 
 
 def _train_critic(x: Tensor, y: Tensor, epochs: int) -> TwoSampleCritic:

@@ -90,15 +90,17 @@ def format_report(report: dict[str, Any]) -> str:
             "patterns: 3x3 pixel-pattern histograms)"
         ),
         "",
-        f"{'label':<28}{'acc gen':>11}{'acc real':>11}{'copy gen':>11}{'copy real':>11}",
+        f"{'label':<28}{'acc gen':>11}{'acc real':>11}{'copy gen':>11}{'copy real':>11}"
+        f"{'critic':>11}",
     ]
     for name, r in report["per_label"].items():
         values = (r["accuracy_generated"], r["accuracy_real"])
-        values += (r["near_copy_generated"], r["near_copy_real"])
+        values += (r["near_copy_generated"], r["near_copy_real"], r.get("critic_accuracy"))
         lines.append(row(name, *values))
     lines.append(
         f"(chance accuracy {num(acc['chance'])}; real accuracy is on the held-out split; "
-        "the Frechet floor compares training with held-out sprites)"
+        "the Frechet floor compares training with held-out sprites; critic: the C2ST accuracy "
+        "on the label's sprites, 0.5 where it cannot tell them from real ones)"
     )
     if memorised := copies.get("memorised"):
         lines.append(
