@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from . import render
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, DataError, load_dataset
+from .ema import update_ema
 from .files import atomic_write, read_config, write_config
 from .model import check_whole, config_from_dict
 
@@ -308,9 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), vae.parameters(), strict=True):
-                    e.lerp_(p, 1 - min(0.999, (1 + step) / (10 + step)))
+            update_ema(ema, vae, step, 0.999)
             step += 1
             losses.append(loss.item())
         elapsed += time.time() - t0

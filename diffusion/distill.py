@@ -40,6 +40,7 @@ from tqdm import tqdm
 from .card import data_credit, write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, load_dataset
 from .device import default_device, describe
+from .ema import update_ema
 from .files import atomic_write
 from .options import guidance_floor
 from .pipeline import SpritePipeline, _Words
@@ -199,10 +200,7 @@ class Distiller:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.student.model.parameters(), 1.0)
         self.opt.step()
-        with torch.no_grad():
-            decay = min(self.args.ema_decay, (1 + self.step) / (10 + self.step))
-            for e, p in zip(self.ema.parameters(), self.student.model.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
+        update_ema(self.ema, self.student.model, self.step, self.args.ema_decay)
         self.step += 1
         return loss.item()
 

@@ -44,6 +44,7 @@ from .autoencoder import SpriteVAE
 from .card import data_credit, write_model_card
 from .data import EVAL_HOLDOUT, EVAL_SPLIT_SEED, DataError, SpriteDataset, load_dataset
 from .device import default_device, describe
+from .ema import update_ema
 from .files import atomic_write
 from .hub import push_to_hub
 from .model import ContextUnet, UnetConfig
@@ -366,7 +367,7 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
-            self.update_ema()
+            update_ema(self.ema, self.model, self.step, self.args.ema_decay)
             self.step += 1
             # Kept on the device: reading a loss back every step would make the CPU wait for
             # the GPU, and a small network's steps are short enough for that to cost.
@@ -401,14 +402,6 @@ class Trainer:
         eps = objectives.eps_from_output(self.args.prediction, out, xt, abar)
         x0 = objectives.x0_from_eps(xt, eps, abar).clamp(-1, 1)
         return torch.where(use[:, None, None, None], x0, torch.zeros_like(x0))
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        # Warm the decay up so early EMA weights are not dominated by the random init.
-        decay = min(self.args.ema_decay, (1 + self.step) / (10 + self.step))
-        # One fused call for all parameters: on a GPU, one small kernel each would cost more
-        # than the update itself.
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
 
     # -- saving ---------------------------------------------------------------------------------
 
