@@ -404,7 +404,14 @@ def test_evaluate_needs_held_out_sprites_of_every_label(tmp_path: Path) -> None:
         evaluate(tiny_pipeline(), lone_green, cache_dir=tmp_path)
 
 
-def cli_args(tmp_path: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def classifier_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One classifier cache for the command-line tests: their data is the same, so the second
+    one reuses the first one's classifier instead of training its own."""
+    return tmp_path_factory.mktemp("classifier-cache")
+
+
+def cli_args(tmp_path: Path, cache: Path) -> list[str]:
     """The command line of a small evaluation: a tiny model and synthetic data, saved."""
     data = synthetic_sprites(n_per_label=20)
     data_dir = tmp_path / "data"
@@ -414,13 +421,15 @@ def cli_args(tmp_path: Path) -> list[str]:
     (data_dir / "meta.json").write_text(json.dumps({"label_names": LABELS}))
     tiny_pipeline().save_pretrained(tmp_path / "model")
     args = [str(tmp_path / "model"), "--data", str(data_dir), "--n", "8", "--steps", "3"]
-    return [*args, "--sampler", "euler_ancestral", "--guidance", "2", "--seed", "5"]
+    args += ["--sampler", "euler_ancestral", "--guidance", "2", "--seed", "5"]
+    return [*args, "--cache", str(cache)]
 
 
-def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = cli_args(tmp_path)
+def test_cli_writes_json(
+    tmp_path: Path, classifier_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "report.json"
-    assert main([*args, "--json", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    assert main([*cli_args(tmp_path, classifier_cache), "--json", str(out)]) == 0
 
     report = json.loads(out.read_text())
     assert report["model"] == str(tmp_path / "model")
@@ -435,9 +444,9 @@ def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_cli_against_a_report_says_which_model_is_better(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, classifier_cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = [*cli_args(tmp_path), "--cache", str(tmp_path / "cache")]
+    args = cli_args(tmp_path, classifier_cache)
     assert main([*args, "--json", str(tmp_path / "report.json")]) == 0
     baseline = json.loads((tmp_path / "report.json").read_text())
     # The same model and seed measure the same, but for a critic that found the baseline's
