@@ -13,8 +13,8 @@ augmentation, class-balanced sampling, and on a GPU bf16 autocast and torch.comp
 The run folder is always a loadable model (config.json, model.safetensors, README.md), plus
 ``checkpoint.pt`` for ``--resume``, ``loss.csv`` and ``samples/``. Checkpoints are written
 atomically after the first epoch and then once ``--checkpoint-every`` seconds have passed (a
-minute: on a GPU an epoch of sprites can take a fraction of a second, and writing the optimiser's
-state after each would cost about as much as the training), so a killed run resumed with
+minute: on a GPU an epoch of sprites is a dozen batches, and writing the optimiser's state after
+each could cost as much as those batches), so a killed run resumed with
 ``--resume`` loses at most that much and continues exactly (weights, optimiser, EMA, step and
 random state).
 """
