@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             first, gif = app_request(pipe, args.steps)
             figures[variant] = {"sprites_per_s": rates, "first_frame_s": first, "gif_s": gif}
             print(
-                f"{str(folder):24s} {variant:11s} "
+                f"{folder!s:24s} {variant:11s} "
                 + "  ".join(f"b{b}: {r:9.1f}/s" for b, r in rates.items())
                 + f"  first frame {1000 * first:6.1f} ms, GIF {1000 * gif:7.1f} ms"
             )
