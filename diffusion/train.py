@@ -14,9 +14,8 @@ The run folder is always a loadable model (config.json, model.safetensors, READM
 ``checkpoint.pt`` for ``--resume``, ``loss.csv`` and ``samples/``. Checkpoints are written
 atomically after the first epoch and then once ``--checkpoint-every`` seconds have passed (a
 minute: on a GPU an epoch of sprites is a dozen batches, and writing the optimiser's state after
-each could cost as much as those batches), so a killed run resumed with
-``--resume`` loses at most that much and continues exactly (weights, optimiser, EMA, step and
-random state).
+each could cost as much as those batches), so a killed run resumed with ``--resume`` loses at
+most that much and continues exactly (weights, optimiser, EMA, step and random state).
 """
 
 from __future__ import annotations
@@ -822,7 +821,8 @@ def main(argv: list[str] | None = None) -> None:
             trainer.add_time(time.time() - t0)
             speed = len(data) / (time.time() - t0)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.0f}", epoch=trainer.epoch)
-            last = trainer.out_of_time() or trainer.epoch == args.epochs
+            out_of_time = trainer.out_of_time()
+            last = out_of_time or trainer.epoch == args.epochs
             if f is not None:
                 lr = trainer.opt.param_groups[0]["lr"]
                 row = [trainer.epoch, trainer.step, f"{loss:.5f}", f"{lr:.3e}", f"{speed:.1f}"]
@@ -833,7 +833,7 @@ def main(argv: list[str] | None = None) -> None:
                     saved = time.time()
                 if trainer.epoch % args.sample_every == 0 and not last:
                     export_run(trainer)
-            if trainer.out_of_time():
+            if out_of_time:
                 print(f"stopping after {trainer.elapsed / 60:.1f} minutes (--max-minutes)")
                 break
     bar.close()
